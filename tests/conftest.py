@@ -1,0 +1,52 @@
+"""Shared fixtures: a real redis-server for the session, and the parametrised store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import RedisServer
+from tidalq.store.base import JobStore
+
+BACKENDS = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+async def make_store(backend: str, tmp_path: Path, redis_server: RedisServer | None,
+                     prefix: str | None = None) -> JobStore:
+    if backend == "memory":
+        from tidalq.store.memory import MemoryStore
+
+        return MemoryStore()
+    if backend == "sqlite":
+        from tidalq.store.sqlite import SqliteStore
+
+        return await SqliteStore.open(str(tmp_path / "queue.db"))
+    from tidalq.store.redis import RedisStore
+
+    assert redis_server is not None
+    return await RedisStore.open(redis_server.url, prefix=prefix or f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(backend: str, tmp_path: Path,
+                request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
+    server = request.getfixturevalue("redis_server") if backend == "redis" else None
+    s = await make_store(backend, tmp_path, server)
+    yield s
+    await s.close()

@@ -1,0 +1,334 @@
+"""Values of tidalq and their JSON forms: jobs, statuses, qualities, priorities.
+
+The JSON shapes here are the contract of ``interface.md``: camelCase, the same on the
+socket, in ``--json`` output and on the HTTP API. Parsing functions validate and raise
+:class:`~tidalq.errors.InvalidInput` naming the offending field; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Literal, TypedDict
+
+from tidalq.errors import InvalidInput
+
+MAX_ID = 2**53 - 1  # JSON numbers beyond this lose precision in JavaScript clients
+MAX_TEXT = 1024
+MAX_ATTEMPTS_LIMIT = 100
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def live(self) -> bool:
+        return self in LIVE_STATUSES
+
+    @property
+    def finished(self) -> bool:
+        return not self.live
+
+
+LIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.PAUSED})
+
+
+class Quality(StrEnum):
+    LOW = "LOW"
+    HIGH = "HIGH"
+    LOSSLESS = "LOSSLESS"
+    HI_RES_LOSSLESS = "HI_RES_LOSSLESS"
+
+    @property
+    def rank(self) -> int:
+        return list(Quality).index(self)
+
+    @property
+    def extension(self) -> str:
+        return ".m4a" if self in (Quality.LOW, Quality.HIGH) else ".flac"
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """Lower ranks are claimed first."""
+        return list(Priority).index(self)
+
+
+JobType = Literal["track", "album"]
+
+
+class JobSpecJSON(TypedDict, total=False):
+    type: str
+    trackId: int
+    albumId: int
+    quality: str
+    minQuality: str
+    albumTitle: str
+    artistName: str
+    trackTitle: str
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a user asked for: one track or one album at a quality."""
+
+    type: JobType
+    tidal_id: int
+    quality: Quality = Quality.LOSSLESS
+    min_quality: Quality | None = None
+    album_title: str | None = None
+    artist_name: str | None = None
+    track_title: str | None = None
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.type}:{self.tidal_id}:{self.quality.value}"
+
+    def to_json(self) -> JobSpecJSON:
+        out: JobSpecJSON = {"type": self.type, "quality": self.quality.value}
+        if self.type == "track":
+            out["trackId"] = self.tidal_id
+        else:
+            out["albumId"] = self.tidal_id
+        if self.min_quality is not None:
+            out["minQuality"] = self.min_quality.value
+        if self.album_title is not None:
+            out["albumTitle"] = self.album_title
+        if self.artist_name is not None:
+            out["artistName"] = self.artist_name
+        if self.track_title is not None:
+            out["trackTitle"] = self.track_title
+        return out
+
+    @classmethod
+    def from_json(cls, raw: object, default_quality: Quality = Quality.LOSSLESS) -> JobSpec:
+        """Validate a client's ``job`` object; raises InvalidInput naming the field."""
+        if not isinstance(raw, dict):
+            raise InvalidInput("job must be an object", "job")
+        known = {"type", "trackId", "albumId", "quality", "minQuality", "albumTitle",
+                 "artistName", "trackTitle"}
+        for key in raw:
+            if key not in known:
+                raise InvalidInput(f"unknown field job.{key}", f"job.{key}")
+        kind = raw.get("type")
+        if kind not in ("track", "album"):
+            raise InvalidInput("job.type must be 'track' or 'album'", "job.type")
+        id_field = "trackId" if kind == "track" else "albumId"
+        tidal_id = parse_tidal_id(raw.get(id_field), f"job.{id_field}")
+        quality = parse_quality(raw.get("quality", default_quality.value), "job.quality")
+        min_q = raw.get("minQuality")
+        return cls(
+            type=kind,
+            tidal_id=tidal_id,
+            quality=quality,
+            min_quality=None if min_q is None else parse_quality(min_q, "job.minQuality"),
+            album_title=_optional_text(raw, "albumTitle"),
+            artist_name=_optional_text(raw, "artistName"),
+            track_title=_optional_text(raw, "trackTitle") if kind == "track" else None,
+        )
+
+
+def parse_tidal_id(value: object, field_name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.isdigit() and len(value) < 17:
+            value = int(value)
+        else:
+            raise InvalidInput(f"{field_name} must be a positive integer", field_name)
+    if not 0 < value <= MAX_ID:
+        raise InvalidInput(f"{field_name} must be a positive integer", field_name)
+    return value
+
+
+def parse_quality(value: object, field_name: str = "quality") -> Quality:
+    try:
+        return Quality(str(value).upper()) if isinstance(value, str) else Quality("?")
+    except ValueError:
+        names = ", ".join(q.value for q in Quality)
+        raise InvalidInput(f"{field_name} must be one of {names}", field_name) from None
+
+
+def parse_priority(value: object, field_name: str = "priority") -> Priority:
+    try:
+        return Priority(str(value).lower()) if isinstance(value, str) else Priority("?")
+    except ValueError:
+        raise InvalidInput(f"{field_name} must be high, normal or low", field_name) from None
+
+
+def parse_status(value: object, field_name: str = "status") -> JobStatus:
+    try:
+        return JobStatus(value) if isinstance(value, str) else JobStatus("?")
+    except ValueError:
+        names = ", ".join(s.value for s in JobStatus)
+        raise InvalidInput(f"{field_name} must be one of {names}", field_name) from None
+
+
+def parse_max_attempts(value: object, field_name: str = "maxAttempts") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+        raise InvalidInput(f"{field_name} must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}",
+                           field_name)
+    return value
+
+
+def _optional_text(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise InvalidInput(f"job.{key} must be a string of at most {MAX_TEXT} characters",
+                           f"job.{key}")
+    return value
+
+
+_BASE36 = string.digits + string.ascii_lowercase
+
+
+def new_job_id(now_ms: int | None = None) -> str:
+    """``job-<epoch ms>-<9 base36 chars>``, as the seed's ids."""
+    stamp = now_ms if now_ms is not None else int(time.time() * 1000)
+    return f"job-{stamp}-" + "".join(secrets.choice(_BASE36) for _ in range(9))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Job:
+    """A job as the store keeps it. ``token``/``lease_until_ms`` never leave the daemon."""
+
+    id: str
+    spec: JobSpec
+    status: JobStatus = JobStatus.QUEUED
+    priority: Priority = Priority.NORMAL
+    progress: float = 0.0
+    created_at: int = 0
+    started_at: int | None = None
+    completed_at: int | None = None
+    updated_at: int = 0
+    next_retry_at: int | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    error: str | None = None
+    failure_code: str | None = None
+    track_progress: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    stalls: int = 0
+    token: str | None = None
+    lease_until_ms: int | None = None
+    seq: int = 0
+
+    def copy(self) -> Job:
+        return replace(self, track_progress=[dict(t) for t in self.track_progress],
+                       result=None if self.result is None else dict(self.result))
+
+    def to_json(self) -> dict[str, Any]:
+        """The public job object of interface.md."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "job": self.spec.to_json(),
+            "status": self.status.value,
+            "priority": self.priority.value,
+            "progress": round(self.progress, 4),
+            "createdAt": self.created_at,
+            "startedAt": self.started_at,
+            "completedAt": self.completed_at,
+            "updatedAt": self.updated_at,
+            "nextRetryAt": self.next_retry_at,
+            "attempts": self.attempts,
+            "maxAttempts": self.max_attempts,
+            "error": self.error,
+            "failureCode": self.failure_code,
+        }
+        if self.spec.type == "album":
+            tracks = self.track_progress
+            out["trackCount"] = len(tracks)
+            out["completedTracks"] = sum(1 for t in tracks if t.get("status") == "completed")
+            out["failedTracks"] = sum(1 for t in tracks if t.get("status") == "failed")
+            out["trackProgress"] = tracks
+        else:
+            out["result"] = self.result
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, for backends that persist the job as one document."""
+        out = self.to_json()
+        out.update(trackProgress=self.track_progress, result=self.result, stalls=self.stalls,
+                   token=self.token, leaseUntil=self.lease_until_ms, seq=self.seq)
+        return out
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Job:
+        spec = JobSpec.from_json(rec["job"])
+        return cls(
+            id=rec["id"], spec=spec, status=JobStatus(rec["status"]),
+            priority=Priority(rec["priority"]), progress=float(rec["progress"]),
+            created_at=rec["createdAt"], started_at=rec.get("startedAt"),
+            completed_at=rec.get("completedAt"), updated_at=rec["updatedAt"],
+            next_retry_at=rec.get("nextRetryAt"), attempts=rec["attempts"],
+            max_attempts=rec["maxAttempts"], error=rec.get("error"),
+            failure_code=rec.get("failureCode"), track_progress=rec.get("trackProgress") or [],
+            result=rec.get("result"), stalls=rec.get("stalls", 0), token=rec.get("token"),
+            lease_until_ms=rec.get("leaseUntil"), seq=rec.get("seq", 0),
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job handed to a worker, with the lease token that proves ownership."""
+
+    job: Job
+    token: str
+    lease_until_ms: int
+
+
+class LeaseState(StrEnum):
+    """What a heartbeat learns about a lease."""
+
+    HELD = "held"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt, as the worker reports it to the store."""
+
+    message: str
+    code: str
+    retryable: bool
+    retry_after_ms: int | None = None
+
+
+class StatsJSON(TypedDict):
+    success: bool
+    queue: dict[str, int]
+    worker: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the store's event feed. ``id`` is opaque and ordered per backend."""
+
+    id: str
+    job_id: str
+    kind: str
+    status: str
+    progress: float
+    at_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "jobId": self.job_id, "type": self.kind, "status": self.status,
+                "progress": self.progress, "at": self.at_ms}

@@ -1,0 +1,177 @@
+"""The job store contract every backend keeps (see shared/design/queue.md).
+
+A :class:`JobStore` holds jobs, hands them to workers under leases, records every
+transition as an event and keeps O(1) counters. Backends: ``memory.MemoryStore`` (the
+test seam and the reference model), ``sqlite.SqliteStore`` (the default) and
+``redis.RedisStore`` (several daemons, several hosts). Bad input raises
+:class:`~tidalq.errors.InvalidInput`; illegal transitions raise
+:class:`~tidalq.errors.IllegalTransition` and change nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from tidalq.errors import InvalidInput
+from tidalq.models import (
+    Claim,
+    Event,
+    Failure,
+    Job,
+    JobSpec,
+    JobStatus,
+    LeaseState,
+    Priority,
+    parse_max_attempts,
+)
+from tidalq.store.rules import DEFAULT_MAX_STALLS
+
+MAX_RESULT_BYTES = 256 * 1024  # a job document never grows past this
+MAX_LIST = 10_000
+
+TrackProgress = list[dict[str, Any]]
+
+
+class JobStore(abc.ABC):
+    """One queue of jobs. All methods are coroutines; none blocks the event loop."""
+
+    max_stalls: int = DEFAULT_MAX_STALLS
+    url: str = ""
+
+    # -- submitting and reading -------------------------------------------------------
+    @abc.abstractmethod
+    async def submit(self, spec: JobSpec, *, priority: Priority = Priority.NORMAL,
+                     max_attempts: int = 3) -> tuple[Job, bool]:
+        """Add a job; returns ``(job, created)``. An equal live job is returned instead."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> Job:
+        """The job with this exact id; raises JobNotFound."""
+
+    @abc.abstractmethod
+    async def resolve(self, prefix: str) -> str:
+        """The one job id starting with ``prefix``; JobNotFound or AmbiguousJobId."""
+
+    @abc.abstractmethod
+    async def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        """Jobs, newest first."""
+
+    @abc.abstractmethod
+    async def stats(self) -> dict[str, int]:
+        """Counts per status, from counters kept with each transition (O(1))."""
+
+    # -- the worker's side ------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim(self, worker: str, lease_s: float) -> Claim | None:
+        """Atomically take the highest-priority, oldest due job; None when nothing is due
+        or the queue is paused."""
+
+    @abc.abstractmethod
+    async def renew(self, job_id: str, token: str, lease_s: float) -> LeaseState:
+        """Extend a lease. LOST or CANCELLED tell the holder to stop."""
+
+    @abc.abstractmethod
+    async def report_progress(self, job_id: str, token: str, progress: float,
+                              track_progress: TrackProgress | None = None) -> LeaseState:
+        """Record progress (and album track states) for a held job."""
+
+    @abc.abstractmethod
+    async def complete(self, job_id: str, token: str, result: dict[str, Any] | None = None,
+                       track_progress: TrackProgress | None = None) -> Job:
+        """Finish successfully. Same token twice is a no-op; another token raises LeaseLost."""
+
+    @abc.abstractmethod
+    async def fail(self, job_id: str, token: str, failure: Failure,
+                   track_progress: TrackProgress | None = None) -> Job:
+        """Record a failed attempt: back to ``queued`` with ``nextRetryAt`` when retryable
+        and attempts remain, else ``failed``."""
+
+    @abc.abstractmethod
+    async def release(self, job_id: str, token: str) -> Job:
+        """Give a held job back to the queue without spending an attempt."""
+
+    @abc.abstractmethod
+    async def reap(self) -> list[str]:
+        """Requeue (or fail, past ``max_stalls``) jobs whose lease expired."""
+
+    # -- the user's side --------------------------------------------------------------
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued, paused or running job; a running one learns at its heartbeat."""
+
+    @abc.abstractmethod
+    async def retry(self, job_id: str) -> Job:
+        """Put a failed or cancelled job back in the queue with fresh attempts."""
+
+    @abc.abstractmethod
+    async def pause(self, job_id: str) -> Job: ...
+
+    @abc.abstractmethod
+    async def resume(self, job_id: str) -> Job: ...
+
+    @abc.abstractmethod
+    async def remove(self, job_id: str) -> None:
+        """Delete a finished job."""
+
+    @abc.abstractmethod
+    async def set_queue_paused(self, paused: bool) -> None:
+        """Pause stops claims (running jobs go on); resume wakes idle claimers at once."""
+
+    @abc.abstractmethod
+    async def queue_paused(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def purge_finished(self, older_than_s: float, batch: int = 500) -> int:
+        """Remove up to ``batch`` finished jobs older than the retention; returns how many."""
+
+    @abc.abstractmethod
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest delayed retry is due (0 if one is), None if none."""
+
+    # -- events -------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def last_event_id(self) -> str:
+        """The id of the newest event ("0" when none): read after it for what comes next."""
+
+    @abc.abstractmethod
+    async def events_after(self, after: str, limit: int = 500) -> list[Event]: ...
+
+    @abc.abstractmethod
+    async def wait_events(self, after: str, timeout_s: float, limit: int = 500) -> list[Event]:
+        """Events after ``after``, waiting up to ``timeout_s`` for the first one."""
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be reached."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+
+def check_progress(progress: float) -> float:
+    if not isinstance(progress, int | float) or progress != progress:
+        raise InvalidInput("progress must be a number", "progress")
+    return min(1.0, max(0.0, float(progress)))
+
+
+def check_submit(max_attempts: int) -> int:
+    return parse_max_attempts(max_attempts)
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInput("limit must be a positive integer", "limit")
+    return min(limit, MAX_LIST)
+
+
+def check_size(doc: object, name: str) -> None:
+    import json
+
+    if len(json.dumps(doc, separators=(",", ":"))) > MAX_RESULT_BYTES:
+        raise InvalidInput(f"{name} is larger than {MAX_RESULT_BYTES} bytes", name)
+
+
+def lease_ms(lease_s: float) -> int:
+    if not lease_s > 0:
+        raise InvalidInput("lease must be positive", "lease_s")
+    return int(lease_s * 1000)

@@ -1,0 +1,505 @@
+"""The embedded default store: one SQLite file, WAL, ``synchronous=FULL``.
+
+Every state change is one ``BEGIN IMMEDIATE`` transaction that loads the job document,
+applies :mod:`tidalq.store.rules`, writes the document with its index columns, bumps the
+per-status counters and appends an event; so several processes may share a file safely.
+All SQLite calls run on one dedicated thread, never on the event loop.
+
+Schema history (``meta.schema_version``; each migration runs once, in order):
+
+1. jobs, counters, events, meta — the first released layout (frozen in tests/data/).
+2. adds ``jobs.worker`` (who holds the lease, for diagnostics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tidalq.errors import AmbiguousJobId, JobNotFound, StoreUnavailable, TidalqError
+from tidalq.models import (
+    Claim,
+    Event,
+    Failure,
+    Job,
+    JobSpec,
+    JobStatus,
+    LeaseState,
+    Priority,
+    new_job_id,
+    now_ms,
+)
+from tidalq.store import rules
+from tidalq.store.base import (
+    JobStore,
+    TrackProgress,
+    check_limit,
+    check_progress,
+    check_size,
+    check_submit,
+    lease_ms,
+)
+
+T = TypeVar("T")
+
+SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    prio INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    lease_until INTEGER,
+    dedupe_key TEXT NOT NULL,
+    finished_at INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX jobs_claim ON jobs (status, prio, seq);
+CREATE INDEX jobs_due ON jobs (status, due_at);
+CREATE INDEX jobs_lease ON jobs (status, lease_until);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_seq ON jobs (seq);
+CREATE UNIQUE INDEX jobs_live ON jobs (dedupe_key)
+    WHERE status IN ('queued', 'processing', 'paused');
+CREATE TABLE counters (status TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+    progress REAL NOT NULL, at INTEGER NOT NULL
+);
+INSERT INTO meta VALUES ('schema_version', '1'), ('queue_paused', '0');
+"""
+
+MIGRATIONS: list[str] = [
+    SCHEMA_V1,
+    "ALTER TABLE jobs ADD COLUMN worker TEXT;",
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+BUSY_TIMEOUT_MS = 30_000
+EVENT_TRIM_EVERY = 500
+
+
+def _current_version(conn: sqlite3.Connection) -> int:
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+    if not has_meta:
+        return 0
+    return int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the file to ``target``; returns the version it had. Safe when several
+    processes open a new file at once: each step re-reads the version under the lock."""
+    found = _current_version(conn)
+    if found > SCHEMA_VERSION:
+        raise StoreUnavailable(f"store schema {found} is newer than this tidalq "
+                               f"({SCHEMA_VERSION}); upgrade tidalq")
+    for number in range(found, target):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if _current_version(conn) == number:
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                             (str(number + 1),))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return found
+
+
+class SqliteStore(JobStore):
+    """Jobs as JSON documents with index columns in one SQLite file."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection, pool: ThreadPoolExecutor,
+                 max_stalls: int = rules.DEFAULT_MAX_STALLS) -> None:
+        self.url = f"sqlite://{path}"
+        self.path = path
+        self.max_stalls = max_stalls
+        self._conn = conn
+        self._pool = pool
+        self._rng = random.Random()
+        self._changed = asyncio.Event()
+        self._events_since_trim = 0
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStore:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidalq-sqlite")
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(pool, _connect, path)
+        except (sqlite3.Error, OSError) as exc:
+            pool.shutdown(wait=False)
+            raise StoreUnavailable(f"cannot open SQLite store {path}: {exc}") from exc
+        except TidalqError:
+            pool.shutdown(wait=False)
+            raise
+        return cls(path, conn, pool)
+
+    async def close(self) -> None:
+        await self._run(self._conn.close)
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store failed: {exc}") from exc
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one IMMEDIATE transaction; rolls back on any error."""
+
+        def tx() -> T:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+        out = await self._run(tx)
+        self._notify()
+        return out
+
+    # -- rows and documents ---------------------------------------------------------------
+    @staticmethod
+    def _load(conn: sqlite3.Connection, job_id: str) -> Job:
+        row = conn.execute("SELECT doc FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id}")
+        return Job.from_record(json.loads(row[0]))
+
+    def _save(self, conn: sqlite3.Connection, job: Job, old: JobStatus | None,
+              kind: str) -> None:
+        finished_at = job.completed_at if job.status.finished else None
+        due = job.next_retry_at or 0
+        doc = json.dumps(job.to_record(), separators=(",", ":"))
+        if old is None:
+            conn.execute(
+                "INSERT INTO jobs (id, seq, status, prio, due_at, lease_until, dedupe_key,"
+                " finished_at, doc) VALUES (?,?,?,?,?,?,?,?,?)",
+                (job.id, job.seq, job.status.value, job.priority.rank, due,
+                 job.lease_until_ms, job.spec.dedupe_key, finished_at, doc))
+        else:
+            conn.execute(
+                "UPDATE jobs SET status=?, due_at=?, lease_until=?, finished_at=?, doc=?"
+                " WHERE id=?",
+                (job.status.value, due, job.lease_until_ms, finished_at, doc, job.id))
+        if old is not job.status:
+            self._count(conn, old, -1)
+            self._count(conn, job.status, 1)
+        self._event(conn, job, kind)
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, status: JobStatus | None, delta: int) -> None:
+        if status is not None:
+            conn.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(status)"
+                         " DO UPDATE SET n = n + excluded.n", (status.value, delta))
+
+    def _event(self, conn: sqlite3.Connection, job: Job, kind: str) -> None:
+        cur = conn.execute(
+            "INSERT INTO events (job_id, kind, status, progress, at) VALUES (?,?,?,?,?)",
+            (job.id, kind, job.status.value, round(job.progress, 4), now_ms()))
+        self._events_since_trim += 1
+        if self._events_since_trim >= EVENT_TRIM_EVERY:
+            self._events_since_trim = 0
+            conn.execute("DELETE FROM events WHERE id <= ?",
+                         ((cur.lastrowid or 0) - rules.EVENT_CAP,))
+
+    def _apply(self, job_id: str, step: Callable[[Job], str]) -> Callable[[sqlite3.Connection],
+                                                                          Job]:
+        def fn(conn: sqlite3.Connection) -> Job:
+            job = self._load(conn, job_id)
+            old = job.status
+            kind = step(job)
+            self._save(conn, job, old, kind)
+            return job
+
+        return fn
+
+    # -- submitting and reading -----------------------------------------------------------
+    async def submit(self, spec: JobSpec, *, priority: Priority = Priority.NORMAL,
+                     max_attempts: int = 3) -> tuple[Job, bool]:
+        check_submit(max_attempts)
+
+        def fn(conn: sqlite3.Connection) -> tuple[Job, bool]:
+            row = conn.execute(
+                "SELECT doc FROM jobs WHERE dedupe_key=? AND status IN"
+                " ('queued','processing','paused')", (spec.dedupe_key,)).fetchone()
+            if row is not None:
+                return Job.from_record(json.loads(row[0])), False
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            now = now_ms()
+            job = rules.new_job(new_job_id(now), spec, priority, max_attempts, now, seq)
+            self._save(conn, job, None, "submitted")
+            return job, True
+
+        return await self._write(fn)
+
+    async def get(self, job_id: str) -> Job:
+        return await self._run(lambda: self._load(self._conn, job_id))
+
+    async def resolve(self, prefix: str) -> str:
+        def fn() -> list[str]:
+            rows = self._conn.execute(
+                "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                (prefix, prefix + "\U0010ffff")).fetchall()
+            return [r[0] for r in rows]
+
+        exact = await self._run(lambda: self._conn.execute(
+            "SELECT id FROM jobs WHERE id=?", (prefix,)).fetchone())
+        if exact:
+            return prefix
+        found = await self._run(fn)
+        if not found:
+            raise JobNotFound(f"no job matches {prefix!r}")
+        if len(found) > 1:
+            raise AmbiguousJobId(f"{prefix!r} matches more than one job")
+        return found[0]
+
+    async def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        limit = check_limit(limit)
+
+        def fn() -> list[Job]:
+            if status is None:
+                rows = self._conn.execute(
+                    "SELECT doc FROM jobs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+            else:
+                rows = self._conn.execute(
+                    "SELECT doc FROM jobs WHERE status=? ORDER BY seq DESC LIMIT ?",
+                    (status.value, limit)).fetchall()
+            return [Job.from_record(json.loads(r[0])) for r in rows]
+
+        return await self._run(fn)
+
+    async def stats(self) -> dict[str, int]:
+        rows = await self._run(lambda: self._conn.execute(
+            "SELECT status, n FROM counters").fetchall())
+        counts = dict(rows)
+        return {s.value: int(counts.get(s.value, 0)) for s in JobStatus}
+
+    # -- the worker's side ----------------------------------------------------------------
+    async def claim(self, worker: str, lease_s: float) -> Claim | None:
+        ms = lease_ms(lease_s)
+
+        def fn(conn: sqlite3.Connection) -> Claim | None:
+            if self._paused(conn):
+                return None
+            now = now_ms()
+            row = conn.execute(
+                "SELECT id FROM jobs WHERE status='queued' AND due_at <= ?"
+                " ORDER BY prio, seq LIMIT 1", (now,)).fetchone()
+            if row is None:
+                return None
+            token = rules.new_token()
+            job = self._apply(row[0], lambda j: rules.claim(j, now, token, ms))(conn)
+            conn.execute("UPDATE jobs SET worker=? WHERE id=?", (worker, job.id))
+            return Claim(job, token, job.lease_until_ms or 0)
+
+        return await self._write(fn)
+
+    @staticmethod
+    def _paused(conn: sqlite3.Connection) -> bool:
+        row = conn.execute("SELECT value FROM meta WHERE key='queue_paused'").fetchone()
+        return bool(row and row[0] == "1")
+
+    async def renew(self, job_id: str, token: str, lease_s: float) -> LeaseState:
+        ms = lease_ms(lease_s)
+
+        def fn(conn: sqlite3.Connection) -> LeaseState:
+            row = conn.execute("SELECT doc FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                return LeaseState.LOST
+            job = Job.from_record(json.loads(row[0]))
+            state = rules.renew(job, token, now_ms(), ms)
+            if state is LeaseState.HELD:
+                conn.execute("UPDATE jobs SET lease_until=?, doc=? WHERE id=?",
+                             (job.lease_until_ms, json.dumps(job.to_record()), job_id))
+            return state
+
+        return await self._write(fn)
+
+    async def report_progress(self, job_id: str, token: str, progress: float,
+                              track_progress: TrackProgress | None = None) -> LeaseState:
+        progress = check_progress(progress)
+        if track_progress is not None:
+            check_size(track_progress, "trackProgress")
+
+        def fn(conn: sqlite3.Connection) -> LeaseState:
+            try:
+                job = self._load(conn, job_id)
+            except JobNotFound:
+                return LeaseState.LOST
+            state = rules.lease_state(job, token)
+            if state is LeaseState.HELD:
+                job.progress = progress
+                if track_progress is not None:
+                    job.track_progress = track_progress
+                job.updated_at = now_ms()
+                self._save(conn, job, job.status, "progress")
+            return state
+
+        return await self._write(fn)
+
+    async def _finish(self, job_id: str, token: str, step: Callable[[Job], str]) -> Job:
+        def fn(conn: sqlite3.Connection) -> Job:
+            job = self._load(conn, job_id)
+            if not rules.owns_for_finish(job, token):
+                return job
+            old = job.status
+            self._save(conn, job, old, step(job))
+            return job
+
+        return await self._write(fn)
+
+    async def complete(self, job_id: str, token: str, result: dict[str, Any] | None = None,
+                       track_progress: TrackProgress | None = None) -> Job:
+        check_size([result, track_progress], "result")
+        now = now_ms()
+        return await self._finish(job_id, token,
+                                  lambda j: rules.complete(j, now, result, track_progress))
+
+    async def fail(self, job_id: str, token: str, failure: Failure,
+                   track_progress: TrackProgress | None = None) -> Job:
+        check_size(track_progress, "trackProgress")
+        now, u = now_ms(), self._rng.random()
+        return await self._finish(job_id, token,
+                                  lambda j: rules.fail(j, now, failure, u, track_progress))
+
+    async def release(self, job_id: str, token: str) -> Job:
+        now = now_ms()
+        return await self._finish(job_id, token, lambda j: rules.release(j, now))
+
+    async def reap(self) -> list[str]:
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            now = now_ms()
+            rows = conn.execute(
+                "SELECT id FROM jobs WHERE status='processing' AND lease_until < ? LIMIT 1000",
+                (now,)).fetchall()
+            for (job_id,) in rows:
+                self._apply(job_id, lambda j: rules.reap(j, now, self.max_stalls))(conn)
+            return [r[0] for r in rows]
+
+        return await self._write(fn)
+
+    # -- the user's side ------------------------------------------------------------------
+    async def cancel(self, job_id: str) -> Job:
+        now = now_ms()
+        return await self._write(self._apply(job_id, lambda j: rules.cancel(j, now)))
+
+    async def retry(self, job_id: str) -> Job:
+        def fn(conn: sqlite3.Connection) -> Job:
+            job = self._load(conn, job_id)
+            row = conn.execute(
+                "SELECT id FROM jobs WHERE dedupe_key=? AND id<>? AND status IN"
+                " ('queued','processing','paused')", (job.spec.dedupe_key, job_id)).fetchone()
+            if row is not None:
+                raise rules.IllegalTransition(f"an equal job {row[0]} is already live")
+            now = now_ms()
+            return self._apply(job_id, lambda j: rules.retry(j, now))(conn)
+
+        return await self._write(fn)
+
+    async def pause(self, job_id: str) -> Job:
+        now = now_ms()
+        return await self._write(self._apply(job_id, lambda j: rules.pause(j, now)))
+
+    async def resume(self, job_id: str) -> Job:
+        now = now_ms()
+        return await self._write(self._apply(job_id, lambda j: rules.resume(j, now)))
+
+    def _delete(self, conn: sqlite3.Connection, job: Job) -> None:
+        conn.execute("DELETE FROM jobs WHERE id=?", (job.id,))
+        self._count(conn, job.status, -1)
+        self._event(conn, job, "removed")
+
+    async def remove(self, job_id: str) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            job = self._load(conn, job_id)
+            rules.check_removable(job)
+            self._delete(conn, job)
+
+        await self._write(fn)
+
+    async def set_queue_paused(self, paused: bool) -> None:
+        await self._write(lambda conn: conn.execute(
+            "UPDATE meta SET value=? WHERE key='queue_paused'", ("1" if paused else "0",)))
+
+    async def queue_paused(self) -> bool:
+        return await self._run(lambda: self._paused(self._conn))
+
+    async def purge_finished(self, older_than_s: float, batch: int = 500) -> int:
+        cutoff = now_ms() - int(older_than_s * 1000)
+
+        def fn(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT doc FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
+                " ORDER BY finished_at LIMIT ?", (cutoff, batch)).fetchall()
+            for (doc,) in rows:
+                self._delete(conn, Job.from_record(json.loads(doc)))
+            return len(rows)
+
+        return await self._write(fn)
+
+    async def next_due_in(self) -> float | None:
+        row = await self._run(lambda: self._conn.execute(
+            "SELECT MIN(due_at) FROM jobs WHERE status='queued' AND due_at > 0").fetchone())
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, (row[0] - now_ms()) / 1000)
+
+    # -- events ---------------------------------------------------------------------------
+    async def last_event_id(self) -> str:
+        row = await self._run(lambda: self._conn.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM events").fetchone())
+        return str(row[0])
+
+    async def events_after(self, after: str, limit: int = 500) -> list[Event]:
+        start = int(after) if after.isdigit() else 0
+        rows = await self._run(lambda: self._conn.execute(
+            "SELECT id, job_id, kind, status, progress, at FROM events WHERE id > ?"
+            " ORDER BY id LIMIT ?", (start, limit)).fetchall())
+        return [Event(str(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def wait_events(self, after: str, timeout_s: float, limit: int = 500) -> list[Event]:
+        changed = self._changed
+        found = await self.events_after(after, limit)
+        if found:
+            return found
+        # Another process may write the same file: look again at least every half second.
+        try:
+            await asyncio.wait_for(changed.wait(), min(timeout_s, 0.5))
+        except TimeoutError:
+            pass
+        return await self.events_after(after, limit)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    migrate(conn)
+    try:
+        os.chmod(path, 0o600)
+    except OSError:
+        pass
+    return conn
