@@ -97,7 +97,8 @@ async def test_backoff_within_jitter_bounds_and_max_attempts(store: JobStore) ->
             await asyncio.sleep(0.02)
             claim = await store.claim("w", 30)
         before = time.time() * 1000
-        failed = await store.fail(job.id, claim.token, Failure("boom", "UPSTREAM_UNAVAILABLE", True))
+        failure = Failure("boom", "UPSTREAM_UNAVAILABLE", True)
+        failed = await store.fail(job.id, claim.token, failure)
         full = BACKOFF_BASE_MS * 2 ** (attempt - 1)
         delay = (failed.next_retry_at or 0) - before
         assert full / 2 - 50 <= delay <= full + 50, (attempt, delay)
@@ -313,3 +314,19 @@ def test_spec_validation_names_the_field() -> None:
     with pytest.raises(InvalidInput, match=r"job\.bogus"):
         JobSpec.from_json({"type": "track", "trackId": 1, "bogus": 1})
     assert JobSpec.from_json({"type": "album", "albumId": "789"}).tidal_id == 789
+
+
+async def test_complete_and_claim_takes_the_next_job(store: JobStore) -> None:
+    a, _ = await store.submit(track(1))
+    b, _ = await store.submit(track(2))
+    claim = await store.claim("w", 30)
+    assert claim is not None and claim.job.id == a.id
+    done, following = await store.complete_and_claim(a.id, claim.token, "w", 30, {"n": 1})
+    assert done.status is JobStatus.COMPLETED and done.result == {"n": 1}
+    assert following is not None and following.job.id == b.id
+    assert following.job.status is JobStatus.PROCESSING
+    with pytest.raises(LeaseLost):
+        await store.complete_and_claim(b.id, "stolen", "w", 30)
+    assert (await store.get(b.id)).status is JobStatus.PROCESSING
+    last, none = await store.complete_and_claim(b.id, following.token, "w", 30)
+    assert last.status is JobStatus.COMPLETED and none is None

@@ -176,7 +176,8 @@ def parse_status(value: object, field_name: str = "status") -> JobStatus:
 
 
 def parse_max_attempts(value: object, field_name: str = "maxAttempts") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 1 <= value <= MAX_ATTEMPTS_LIMIT:
         raise InvalidInput(f"{field_name} must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}",
                            field_name)
     return value

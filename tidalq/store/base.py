@@ -81,6 +81,14 @@ class JobStore(abc.ABC):
                        track_progress: TrackProgress | None = None) -> Job:
         """Finish successfully. Same token twice is a no-op; another token raises LeaseLost."""
 
+    async def complete_and_claim(self, job_id: str, token: str, worker: str, lease_s: float,
+                                 result: dict[str, Any] | None = None
+                                 ) -> tuple[Job, Claim | None]:
+        """Complete a job and claim the next one: a busy worker's one call per job.
+        Backends that can do both in one round trip or transaction override this."""
+        done = await self.complete(job_id, token, result)
+        return done, await self.claim(worker, lease_s)
+
     @abc.abstractmethod
     async def fail(self, job_id: str, token: str, failure: Failure,
                    track_progress: TrackProgress | None = None) -> Job:
@@ -143,9 +151,11 @@ class JobStore(abc.ABC):
 
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot be reached."""
+        return None
 
     async def close(self) -> None:
         """Release connections and threads."""
+        return None
 
 
 def check_progress(progress: float) -> float:

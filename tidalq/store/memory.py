@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from tidalq.errors import AmbiguousJobId, JobNotFound
+from tidalq.errors import AmbiguousJobId, IllegalTransition, JobNotFound
 from tidalq.models import (
     Claim,
     Event,
@@ -158,10 +158,13 @@ class MemoryStore(JobStore):
             if job is None or job.status is not JobStatus.QUEUED or job.seq != seq \
                     or not rules.is_due(job, now):
                 continue
-            token = rules.new_token()
-            claimed = self._apply(job_id, lambda j: rules.claim(j, now, token, lease_ms(lease_s)))
-            return Claim(claimed, token, claimed.lease_until_ms or 0)
+            return self._claim_job(job_id, now, lease_ms(lease_s))
         return None
+
+    def _claim_job(self, job_id: str, now: int, ms: int) -> Claim:
+        token = rules.new_token()
+        claimed = self._apply(job_id, lambda j: rules.claim(j, now, token, ms))
+        return Claim(claimed, token, claimed.lease_until_ms or 0)
 
     async def renew(self, job_id: str, token: str, lease_s: float) -> LeaseState:
         job = self._jobs.get(job_id)
@@ -226,7 +229,7 @@ class MemoryStore(JobStore):
         job = self._job(job_id)
         other = self._live.get(job.spec.dedupe_key)
         if other is not None and other != job_id:
-            raise rules.IllegalTransition(f"an equal job {other} is already live")
+            raise IllegalTransition(f"an equal job {other} is already live")
         now = self._clock()
         return self._apply(job_id, lambda j: rules.retry(j, now))
 

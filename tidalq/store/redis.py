@@ -11,12 +11,18 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from tidalq.errors import AmbiguousJobId, IllegalTransition, JobNotFound, LeaseLost, StoreUnavailable
+from tidalq.errors import (
+    AmbiguousJobId,
+    IllegalTransition,
+    JobNotFound,
+    LeaseLost,
+    StoreUnavailable,
+)
 from tidalq.models import (
     Claim,
     Event,
@@ -39,8 +45,6 @@ from tidalq.store.base import (
     check_submit,
     lease_ms,
 )
-
-T = TypeVar("T")
 
 
 def _opt_int(value: str | None) -> int | None:
@@ -75,7 +79,8 @@ class RedisStore(JobStore):
         self._r = client
         self._rng = random.Random()
         scripts = {"submit": lua.SUBMIT, "claim": lua.CLAIM, "renew": lua.RENEW,
-                   "progress": lua.PROGRESS, "finish": lua.FINISH, "reap": lua.REAP,
+                   "progress": lua.PROGRESS, "finish": lua.FINISH,
+                   "finish_and_claim": lua.FINISH_AND_CLAIM, "reap": lua.REAP,
                    "user": lua.USER, "purge": lua.PURGE, "qpause": lua.QUEUE_PAUSE,
                    "next_due": lua.NEXT_DUE}
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
@@ -94,7 +99,8 @@ class RedisStore(JobStore):
     async def close(self) -> None:
         await self._r.aclose()
 
-    async def _guard(self, call: Awaitable[T]) -> T:
+    async def _guard(self, call: Awaitable[Any]) -> Any:
+        """Run one Redis call; redis-py's reply types are loose, so answers are Any here."""
         try:
             return await call
         except ResponseError as exc:
@@ -107,7 +113,7 @@ class RedisStore(JobStore):
         head, _, tail = self.url.rpartition("@")
         return ("redis://…@" + tail) if head else self.url
 
-    async def _script(self, name: str, *args: object) -> Any:
+    async def _script(self, name: str, *args: str | int | float) -> Any:
         return await self._guard(self._scripts[name](keys=[self.prefix], args=list(args)))
 
     def _key(self, suffix: str) -> str:
@@ -193,7 +199,7 @@ class RedisStore(JobStore):
 
     async def _finish(self, job_id: str, token: str, action: str, result: str = "",
                       tracks: TrackProgress | None = None, failure: Failure | None = None) -> Job:
-        fail_args: list[object] = ["", "", "0", "", "0"]
+        fail_args: list[str | int] = ["", "", "0", "", "0"]
         if failure is not None:
             retry_after = "" if failure.retry_after_ms is None else failure.retry_after_ms
             fail_args = [failure.message[:2000], failure.code, "1" if failure.retryable else "0",
@@ -207,6 +213,21 @@ class RedisStore(JobStore):
         check_size([result, track_progress], "result")
         return await self._finish(job_id, token, "complete",
                                   "" if result is None else json.dumps(result), track_progress)
+
+    async def complete_and_claim(self, job_id: str, token: str, worker: str, lease_s: float,
+                                 result: dict[str, Any] | None = None
+                                 ) -> tuple[Job, Claim | None]:
+        check_size(result, "result")
+        next_token = rules.new_token()
+        done, flat = await self._script(
+            "finish_and_claim", job_id, token, "complete",
+            "" if result is None else json.dumps(result), "", "", "", "0", "", "0",
+            lease_ms(lease_s), next_token, worker)
+        job = self._user_answer(done, job_id)
+        if not flat:
+            return job, None
+        claimed = _job_from_hash(flat)
+        return job, Claim(claimed, next_token, claimed.lease_until_ms or 0)
 
     async def fail(self, job_id: str, token: str, failure: Failure,
                    track_progress: TrackProgress | None = None) -> Job:

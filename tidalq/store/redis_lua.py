@@ -65,9 +65,70 @@ local function set_status(id, new, kind, now)
   emit(id, kind, new, get(id, 'progress'), now)
 end
 local function full(id) return redis.call('HGETALL', jk(id)) end
+-- Takes the best due job: promotes due retries, then pops by priority and FIFO.
+local function claim_one(lease, token, worker)
+  if redis.call('EXISTS', P .. ':qpaused') == 1 then return {} end
+  local now = now_ms()
+  local due = redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', P .. ':delayed', id)
+    redis.call('HSET', jk(id), 'nextRetryAt', '')
+    enqueue(id)
+  end
+  while true do
+    local popped = redis.call('ZPOPMIN', P .. ':queue')
+    if #popped == 0 then return {} end
+    local id = popped[1]
+    if get(id, 'status') == 'queued' then
+      local attempts = tonumber(get(id, 'attempts')) + 1
+      local started = get(id, 'startedAt')
+      if not started or started == '' then started = now end
+      redis.call('HSET', jk(id), 'token', token, 'leaseUntil', now + lease,
+        'attempts', attempts, 'startedAt', started, 'nextRetryAt', '', 'worker', worker)
+      redis.call('ZADD', P .. ':active', now + lease, id)
+      set_status(id, 'processing', 'claimed', now)
+      return full(id)
+    end
+  end
+end
 local function backoff(attempts, u)
   local d = math.min(BACKOFF_CAP, BACKOFF_BASE * 2 ^ math.max(0, attempts - 1))
   return math.floor(d / 2 + u * d / 2)
+end
+"""
+
+FINISH_FN = r"""
+-- Finishes a held job: complete, release or fail (retry scheduled or final).
+local function finish_job(id, token, action, result, tracks, err, code, retryable, retry_after, u)
+  if redis.call('EXISTS', jk(id)) == 0 then return {'notfound'} end
+  local held = get(id, 'token')
+  if not held or held == '' or held ~= token then return {'lost'} end
+  if get(id, 'status') ~= 'processing' then return {'noop', full(id)} end
+  local now = now_ms()
+  if tracks ~= '' then redis.call('HSET', jk(id), 'tracks', tracks) end
+  redis.call('ZREM', P .. ':active', id)
+  if action == 'complete' then
+    redis.call('HSET', jk(id), 'progress', 1, 'error', '', 'failureCode', '', 'result', result)
+    set_status(id, 'completed', 'completed', now)
+  elseif action == 'release' then
+    local attempts = math.max(0, tonumber(get(id, 'attempts')) - 1)
+    redis.call('HSET', jk(id), 'attempts', attempts, 'leaseUntil', '')
+    enqueue(id)
+    set_status(id, 'queued', 'released', now)
+  else
+    redis.call('HSET', jk(id), 'error', err, 'failureCode', code)
+    local attempts = tonumber(get(id, 'attempts'))
+    if retryable == '1' and attempts < tonumber(get(id, 'maxAttempts')) then
+      local delay = tonumber(retry_after)
+      if not delay then delay = backoff(attempts, tonumber(u)) end
+      redis.call('HSET', jk(id), 'nextRetryAt', now + math.max(0, delay), 'leaseUntil', '')
+      enqueue(id)
+      set_status(id, 'queued', 'retry_scheduled', now)
+    else
+      set_status(id, 'failed', 'failed', now)
+    end
+  end
+  return {'ok', full(id)}
 end
 """
 
@@ -91,30 +152,7 @@ return {1, full(id)}
 """
 
 CLAIM = PRELUDE + r"""
-if redis.call('EXISTS', P .. ':qpaused') == 1 then return {} end
-local lease, token, worker = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  redis.call('ZREM', P .. ':delayed', id)
-  redis.call('HSET', jk(id), 'nextRetryAt', '')
-  enqueue(id)
-end
-while true do
-  local popped = redis.call('ZPOPMIN', P .. ':queue')
-  if #popped == 0 then return {} end
-  local id = popped[1]
-  if get(id, 'status') == 'queued' then
-    local attempts = tonumber(get(id, 'attempts')) + 1
-    local started = get(id, 'startedAt')
-    if not started or started == '' then started = now end
-    redis.call('HSET', jk(id), 'token', token, 'leaseUntil', now + lease, 'attempts', attempts,
-      'startedAt', started, 'nextRetryAt', '', 'worker', worker)
-    redis.call('ZADD', P .. ':active', now + lease, id)
-    set_status(id, 'processing', 'claimed', now)
-    return full(id)
-  end
-end
+return claim_one(tonumber(ARGV[1]), ARGV[2], ARGV[3])
 """
 
 RENEW = PRELUDE + r"""
@@ -142,39 +180,17 @@ emit(id, 'progress', status, progress, now)
 return 'held'
 """
 
-FINISH = PRELUDE + r"""
-local id, token, action = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('EXISTS', jk(id)) == 0 then return {'notfound'} end
-local held = get(id, 'token')
-if not held or held == '' or held ~= token then return {'lost'} end
-if get(id, 'status') ~= 'processing' then return {'noop', full(id)} end
-local now = now_ms()
-local tracks = ARGV[5]
-if tracks ~= '' then redis.call('HSET', jk(id), 'tracks', tracks) end
-redis.call('ZREM', P .. ':active', id)
-if action == 'complete' then
-  redis.call('HSET', jk(id), 'progress', 1, 'error', '', 'failureCode', '', 'result', ARGV[4])
-  set_status(id, 'completed', 'completed', now)
-elseif action == 'release' then
-  local attempts = math.max(0, tonumber(get(id, 'attempts')) - 1)
-  redis.call('HSET', jk(id), 'attempts', attempts, 'leaseUntil', '')
-  enqueue(id)
-  set_status(id, 'queued', 'released', now)
-else
-  local err, code, retryable, retry_after, u = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-  redis.call('HSET', jk(id), 'error', err, 'failureCode', code)
-  local attempts = tonumber(get(id, 'attempts'))
-  if retryable == '1' and attempts < tonumber(get(id, 'maxAttempts')) then
-    local delay = tonumber(retry_after)
-    if not delay then delay = backoff(attempts, tonumber(u)) end
-    redis.call('HSET', jk(id), 'nextRetryAt', now + math.max(0, delay), 'leaseUntil', '')
-    enqueue(id)
-    set_status(id, 'queued', 'retry_scheduled', now)
-  else
-    set_status(id, 'failed', 'failed', now)
-  end
-end
-return {'ok', full(id)}
+FINISH = PRELUDE + FINISH_FN + r"""
+return finish_job(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+                  ARGV[9], ARGV[10])
+"""
+
+# One round trip per job for a busy worker: finish one job and take the next.
+FINISH_AND_CLAIM = PRELUDE + FINISH_FN + r"""
+local done = finish_job(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+                        ARGV[9], ARGV[10])
+if done[1] ~= 'ok' and done[1] ~= 'noop' then return {done, {}} end
+return {done, claim_one(tonumber(ARGV[11]), ARGV[12], ARGV[13])}
 """
 
 REAP = PRELUDE + r"""

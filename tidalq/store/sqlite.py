@@ -23,7 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tidalq.errors import AmbiguousJobId, JobNotFound, StoreUnavailable, TidalqError
+from tidalq.errors import (
+    AmbiguousJobId,
+    IllegalTransition,
+    JobNotFound,
+    StoreUnavailable,
+    TidalqError,
+)
 from tidalq.models import (
     Claim,
     Event,
@@ -95,13 +101,13 @@ def _current_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
 
 
-def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+def migrate(conn: sqlite3.Connection) -> int:
     """Bring the file to ``target``; returns the version it had. Safe when several
     processes open a new file at once: each step re-reads the version under the lock."""
-    found = _current_version(conn)
-    if found > SCHEMA_VERSION:
+    found, target = _current_version(conn), len(MIGRATIONS)
+    if found > target:
         raise StoreUnavailable(f"store schema {found} is newer than this tidalq "
-                               f"({SCHEMA_VERSION}); upgrade tidalq")
+                               f"({target}); upgrade tidalq")
     for number in range(found, target):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -295,22 +301,34 @@ class SqliteStore(JobStore):
         return {s.value: int(counts.get(s.value, 0)) for s in JobStatus}
 
     # -- the worker's side ----------------------------------------------------------------
+    def _claim_one(self, conn: sqlite3.Connection, worker: str, ms: int) -> Claim | None:
+        if self._paused(conn):
+            return None
+        now = now_ms()
+        row = conn.execute(
+            "SELECT id FROM jobs WHERE status='queued' AND due_at <= ?"
+            " ORDER BY prio, seq LIMIT 1", (now,)).fetchone()
+        if row is None:
+            return None
+        token = rules.new_token()
+        job = self._apply(row[0], lambda j: rules.claim(j, now, token, ms))(conn)
+        conn.execute("UPDATE jobs SET worker=? WHERE id=?", (worker, job.id))
+        return Claim(job, token, job.lease_until_ms or 0)
+
     async def claim(self, worker: str, lease_s: float) -> Claim | None:
         ms = lease_ms(lease_s)
+        return await self._write(lambda conn: self._claim_one(conn, worker, ms))
 
-        def fn(conn: sqlite3.Connection) -> Claim | None:
-            if self._paused(conn):
-                return None
-            now = now_ms()
-            row = conn.execute(
-                "SELECT id FROM jobs WHERE status='queued' AND due_at <= ?"
-                " ORDER BY prio, seq LIMIT 1", (now,)).fetchone()
-            if row is None:
-                return None
-            token = rules.new_token()
-            job = self._apply(row[0], lambda j: rules.claim(j, now, token, ms))(conn)
-            conn.execute("UPDATE jobs SET worker=? WHERE id=?", (worker, job.id))
-            return Claim(job, token, job.lease_until_ms or 0)
+    async def complete_and_claim(self, job_id: str, token: str, worker: str, lease_s: float,
+                                 result: dict[str, Any] | None = None
+                                 ) -> tuple[Job, Claim | None]:
+        check_size(result, "result")
+        ms, now = lease_ms(lease_s), now_ms()
+
+        def fn(conn: sqlite3.Connection) -> tuple[Job, Claim | None]:
+            done = self._finish_in(conn, job_id, token,
+                                   lambda j: rules.complete(j, now, result, None))
+            return done, self._claim_one(conn, worker, ms)
 
         return await self._write(fn)
 
@@ -357,16 +375,17 @@ class SqliteStore(JobStore):
 
         return await self._write(fn)
 
-    async def _finish(self, job_id: str, token: str, step: Callable[[Job], str]) -> Job:
-        def fn(conn: sqlite3.Connection) -> Job:
-            job = self._load(conn, job_id)
-            if not rules.owns_for_finish(job, token):
-                return job
-            old = job.status
-            self._save(conn, job, old, step(job))
+    def _finish_in(self, conn: sqlite3.Connection, job_id: str, token: str,
+                   step: Callable[[Job], str]) -> Job:
+        job = self._load(conn, job_id)
+        if not rules.owns_for_finish(job, token):
             return job
+        old = job.status
+        self._save(conn, job, old, step(job))
+        return job
 
-        return await self._write(fn)
+    async def _finish(self, job_id: str, token: str, step: Callable[[Job], str]) -> Job:
+        return await self._write(lambda conn: self._finish_in(conn, job_id, token, step))
 
     async def complete(self, job_id: str, token: str, result: dict[str, Any] | None = None,
                        track_progress: TrackProgress | None = None) -> Job:
@@ -410,7 +429,7 @@ class SqliteStore(JobStore):
                 "SELECT id FROM jobs WHERE dedupe_key=? AND id<>? AND status IN"
                 " ('queued','processing','paused')", (job.spec.dedupe_key, job_id)).fetchone()
             if row is not None:
-                raise rules.IllegalTransition(f"an equal job {row[0]} is already live")
+                raise IllegalTransition(f"an equal job {row[0]} is already live")
             now = now_ms()
             return self._apply(job_id, lambda j: rules.retry(j, now))(conn)
 
@@ -462,7 +481,7 @@ class SqliteStore(JobStore):
             "SELECT MIN(due_at) FROM jobs WHERE status='queued' AND due_at > 0").fetchone())
         if row is None or row[0] is None:
             return None
-        return max(0.0, (row[0] - now_ms()) / 1000)
+        return max(0.0, (int(row[0]) - now_ms()) / 1000)
 
     # -- events ---------------------------------------------------------------------------
     async def last_event_id(self) -> str:
