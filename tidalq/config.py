@@ -1,0 +1,262 @@
+"""Settings: built-in defaults < config file (TOML) < environment < command-line flags.
+
+Precedence is enforced here and nowhere else: :func:`load_settings` takes the flags the
+CLI collected and returns one frozen :class:`Settings`. Unknown keys and bad values raise
+:class:`~tidalq.errors.ConfigError` naming the key and where it came from. Imports only the
+standard library and platformdirs, so the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from tidalq.errors import ConfigError
+from tidalq.models import Quality
+
+APP = "tidalq"
+DEFAULT_PATH_TEMPLATE = "{albumartist}/{album}/{disc_track} - {title}"
+CONFLICT_MODES = ("overwrite_if_different", "overwrite", "skip")
+
+# config key -> environment variable (REDIS_URL / REDIS_DISABLED are handled in _store_url)
+ENV_KEYS: dict[str, str] = {
+    "download_dir": "TIDAL_DOWNLOADS",
+    "store": "TIDALQ_STORE",
+    "socket": "TIDALQ_SOCKET",
+    "socket_group": "TIDALQ_SOCKET_GROUP",
+    "api_urls": "TIDALQ_API_URLS",
+    "cover_url": "TIDALQ_COVER_URL",
+    "quality": "TIDALQ_QUALITY",
+    "max_concurrent": "TIDALQ_MAX_CONCURRENT",
+    "poll_interval": "TIDALQ_POLL_INTERVAL",
+    "max_attempts": "TIDALQ_MAX_ATTEMPTS",
+    "retention": "TIDALQ_RETENTION",
+    "conflict": "TIDALQ_CONFLICT",
+    "path_template": "TIDALQ_PATH_TEMPLATE",
+    "http_listen": "TIDALQ_HTTP",
+    "http_token": "TIDALQ_HTTP_TOKEN",
+    "workers": "TIDALQ_WORKERS",
+    "lease": "TIDALQ_LEASE",
+    "drain_timeout": "TIDALQ_DRAIN_TIMEOUT",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon and the CLI read from configuration. ``repr`` hides secrets."""
+
+    download_dir: Path
+    store: str
+    socket: Path
+    socket_group: str | None = None
+    api_urls: tuple[str, ...] = ()
+    cover_url: str = "https://resources.tidal.com"
+    quality: Quality = Quality.LOSSLESS
+    max_concurrent: int = 4
+    poll_interval: float = 2.0
+    max_attempts: int = 3
+    retention: float = 24 * 3600.0
+    conflict: str = "overwrite_if_different"
+    path_template: str = DEFAULT_PATH_TEMPLATE
+    http_listen: str | None = None
+    http_token: str | None = field(default=None, repr=False)
+    workers: bool = True
+    lease: float = 30.0
+    drain_timeout: float = 20.0
+    config_file: Path | None = None
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.download_dir / ".tidalq" / "staging"
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["store"] = redact_url(self.store)
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of ``redis://user:password@host`` URLs."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+# -- value parsers: (raw value, key) -> typed value -------------------------------------------
+
+def _text(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string", key)
+    return value
+
+
+def _path(value: Any, key: str) -> Path:
+    return Path(os.path.expanduser(_text(value, key)))
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ConfigError(f"{key} must be a whole number from 1 to 1000", key)
+    return value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """``30``, ``"90s"``, ``"15m"``, ``"24h"``, ``"7d"`` -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"{key} must be a positive duration such as 30s, 15m, 24h", key)
+    return float(match[1]) * _UNIT_S[match[2]]
+
+
+def _urls(value: Any, key: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{key} must be a list of URLs", key)
+    urls = tuple(str(u).strip().rstrip("/") for u in items if str(u).strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}: {url!r} is not an http(s) URL", key)
+    return urls
+
+
+def _url(value: Any, key: str) -> str:
+    return _urls(_text(value, key), key)[0]
+
+
+def _quality(value: Any, key: str) -> Quality:
+    try:
+        return Quality(str(value).upper())
+    except ValueError:
+        raise ConfigError(f"{key} must be one of LOW, HIGH, LOSSLESS, HI_RES_LOSSLESS",
+                          key) from None
+
+
+def _conflict(value: Any, key: str) -> str:
+    if value not in CONFLICT_MODES:
+        raise ConfigError(f"{key} must be one of {', '.join(CONFLICT_MODES)}", key)
+    return str(value)
+
+
+def _switch(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise ConfigError(f"{key} must be on or off", key)
+
+
+def _listen(value: Any, key: str) -> str:
+    text = _text(value, key)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
+        raise ConfigError(f"{key} must be HOST:PORT, for example 127.0.0.1:5173", key)
+    return text
+
+
+def _template(value: Any, key: str) -> str:
+    text = _text(value, key)
+    if "{title}" not in text:
+        raise ConfigError(f"{key} must contain {{title}}", key)
+    return text
+
+
+PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "download_dir": _path, "store": _text, "socket": _path, "socket_group": _text,
+    "api_urls": _urls, "cover_url": _url, "quality": _quality,
+    "max_concurrent": _positive_int, "poll_interval": parse_duration,
+    "max_attempts": _positive_int, "retention": parse_duration, "conflict": _conflict,
+    "path_template": _template, "http_listen": _listen, "http_token": _text,
+    "workers": _switch, "lease": parse_duration, "drain_timeout": parse_duration,
+}
+
+
+# -- sources --------------------------------------------------------------------------------
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def read_config_file(path: Path, required: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist", "config") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", "config") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}", "config") from exc
+    for key in data:
+        if key not in PARSERS:
+            raise ConfigError(f"unknown key {key!r} in {path}", key)
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    return {key: env[var] for key, var in ENV_KEYS.items() if env.get(var, "") != ""}
+
+
+def _store_url(explicit: str | None, env: Mapping[str, str], state_dir: Path) -> str:
+    """``store`` wins; else REDIS_URL unless REDIS_DISABLED; else the SQLite file."""
+    if explicit:
+        return explicit
+    redis_off = env.get("REDIS_DISABLED", "false").lower() in ("1", "true", "yes", "on")
+    if env.get("REDIS_URL") and not redis_off:
+        return env["REDIS_URL"]
+    return f"sqlite:///{state_dir / 'queue.db'}"
+
+
+def _defaults(env: Mapping[str, str]) -> tuple[Path, Path, Path]:
+    """(download dir, state dir, socket path), honouring systemd's directories."""
+    music = Path(platformdirs.user_music_dir()) / "TIDAL"
+    state = Path(env["STATE_DIRECTORY"].split(":")[0]) if env.get("STATE_DIRECTORY") \
+        else Path(platformdirs.user_state_dir(APP))
+    if env.get("RUNTIME_DIRECTORY"):
+        runtime = Path(env["RUNTIME_DIRECTORY"].split(":")[0])
+    elif env.get("XDG_RUNTIME_DIR"):
+        runtime = Path(env["XDG_RUNTIME_DIR"]) / APP
+    else:
+        runtime = Path(f"/tmp/{APP}-{os.getuid()}")
+    return music, state, runtime / "tidalq.sock"
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, config_path: Path | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings: defaults < file < environment < flags (None flags are ignored)."""
+    env = os.environ if env is None else env
+    explicit = config_path or (Path(env["TIDALQ_CONFIG"]) if env.get("TIDALQ_CONFIG") else None)
+    path = explicit or default_config_path()
+    merged: dict[str, Any] = {}
+    for source in (read_config_file(path, required=explicit is not None), _from_env(env),
+                   {k: v for k, v in (flags or {}).items() if v is not None}):
+        merged.update(source)
+    values = {key: PARSERS[key](raw, key) for key, raw in merged.items()}
+    music, state, sock = _defaults(env)
+    values.setdefault("download_dir", music)
+    values.setdefault("socket", sock)
+    values["store"] = _store_url(values.get("store"), env, state)
+    values["config_file"] = path if path.exists() else None
+    return Settings(**values)
+
+
+def config_keys() -> list[str]:
+    """Every key a config file may hold (the man page test checks they are documented)."""
+    return [f.name for f in fields(Settings) if f.name in PARSERS]
