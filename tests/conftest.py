@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import RedisServer
 from tidalq.store.base import JobStore
+from tidalq.testing.fakeapi import RunningFake, start_fake
 
 BACKENDS = ["memory", "sqlite", "redis"]
 
@@ -50,3 +51,23 @@ async def store(backend: str, tmp_path: Path,
     s = await make_store(backend, tmp_path, server)
     yield s
     await s.close()
+
+
+@pytest.fixture(scope="session")
+def media_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated fake media, shared by every test of the session."""
+    return tmp_path_factory.mktemp("fake-media")
+
+
+@pytest.fixture
+async def fake(media_cache: Path) -> AsyncIterator[RunningFake]:
+    running = await start_fake(media_cache)
+    yield running
+    await running.close()
+
+
+@pytest.fixture
+async def fake2(media_cache: Path) -> AsyncIterator[RunningFake]:
+    running = await start_fake(media_cache)
+    yield running
+    await running.close()

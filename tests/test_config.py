@@ -52,7 +52,7 @@ def test_unknown_key_and_bad_values_name_the_key(tmp_path: Path) -> None:
         load_settings(config_path=write(tmp_path, 'quality = "ULTRA"\n'), env={})
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(config_path=write(tmp_path, "max_concurrent = \n"), env={})
-    with pytest.raises(ConfigError, match="TIDALQ_MAX_CONCURRENT|max_concurrent"):
+    with pytest.raises(ConfigError, match="max_concurrent"):
         load_settings(env={"TIDALQ_MAX_CONCURRENT": "zero"})
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(config_path=tmp_path / "missing.toml", env={})

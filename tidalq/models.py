@@ -333,3 +333,65 @@ class Event:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "jobId": self.job_id, "type": self.kind, "status": self.status,
                 "progress": self.progress, "at": self.at_ms}
+
+
+@dataclass(frozen=True)
+class Artist:
+    id: int | None
+    name: str
+    main: bool = True
+
+
+@dataclass(frozen=True)
+class TrackMeta:
+    """One track as the upstream describes it (``/info/`` or an album item)."""
+
+    id: int
+    title: str
+    version: str | None
+    duration_s: float
+    track_number: int
+    disc_number: int
+    artists: tuple[Artist, ...]
+    album_id: int | None
+    album_title: str
+    album_artist: str
+    album_cover: str | None = None
+    release_date: str | None = None
+    isrc: str | None = None
+    copyright: str | None = None
+    explicit: bool = False
+    upc: str | None = None
+    track_total: int | None = None
+    disc_total: int | None = None
+    audio_quality: str | None = None
+    replay_gain: float | None = None
+    peak: float | None = None
+
+    @property
+    def full_title(self) -> str:
+        """"Title (Version)" when the track has a version, as TIDAL shows it."""
+        if self.version and self.version.lower() not in self.title.lower():
+            return f"{self.title} ({self.version})"
+        return self.title
+
+    @property
+    def artist_name(self) -> str:
+        main = [a.name for a in self.artists if a.main] or [a.name for a in self.artists]
+        return ", ".join(main) if main else self.album_artist
+
+
+@dataclass(frozen=True)
+class AlbumMeta:
+    """An album with all its tracks, judged complete per (disc, track number)."""
+
+    id: int
+    title: str
+    artist: str
+    cover: str | None
+    release_date: str | None
+    number_of_tracks: int
+    number_of_volumes: int
+    upc: str | None
+    copyright: str | None
+    tracks: tuple[TrackMeta, ...]

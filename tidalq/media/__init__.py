@@ -1,0 +1,1 @@
+"""Media handling: FLAC and MP4 structures, remuxing, tagging, verification, paths."""

@@ -1,0 +1,1 @@
+"""The hifi-api upstream: the HTTP client (``api``) and manifest decoding (``manifest``)."""

@@ -1,0 +1,336 @@
+"""The hifi-api client: one aiohttp session, several servers, failover, typed failures.
+
+Servers (``api_urls``) are tried in order. One that fails (5xx, connection error, timeout,
+token error, a 200 whose body carries an error) is skipped for ``skip_window_s``; one that
+answers 429 is skipped until its ``Retry-After``. When every server failed, the error of
+the last one is raised, carrying its failure code and whether a retry can help. aiohttp's
+exceptions are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from tidalq.errors import (
+    AuthFailed,
+    DownloadError,
+    ManifestError,
+    RateLimited,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
+from tidalq.models import AlbumMeta, Artist, Quality, TrackMeta
+from tidalq.upstream import manifest as mf
+
+log = logging.getLogger(__name__)
+
+ALBUM_PAGE = 100
+MAX_BODY_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class Lyrics:
+    text: str | None
+    synced: str | None  # LRC
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def unwrap(body: Any) -> Any:
+    """The payload of a ``{"version": "2.x", "data": …}`` envelope, or a bare payload."""
+    if isinstance(body, dict) and "data" in body and str(body.get("version", "2")).startswith("2") \
+            and set(body) <= {"version", "data"}:
+        return body["data"]
+    return body
+
+
+def body_error(body: Any) -> DownloadError | None:
+    """A 200 whose body says the server failed (TIDAL errors, token problems)."""
+    if not isinstance(body, dict):
+        return None
+    status = body.get("status")
+    text = " ".join(str(body.get(k, "")) for k in ("userMessage", "detail", "message"))
+    if "token" in text.lower() or body.get("subStatus"):
+        return AuthFailed(f"upstream token problem: {text.strip()[:200] or body.get('subStatus')}")
+    if isinstance(status, int) and status >= 400:
+        if status == 404:
+            return UpstreamNotFound(text.strip()[:200] or "not found")
+        return UpstreamUnavailable(f"upstream error {status}: {text.strip()[:200]}")
+    return None
+
+
+class UpstreamClient:
+    """Talks to hifi-api servers; see the module docstring for failover."""
+
+    def __init__(self, session: aiohttp.ClientSession, api_urls: Sequence[str],
+                 cover_url: str = "https://resources.tidal.com", *,
+                 connect_timeout_s: float = 10, read_timeout_s: float = 30,
+                 skip_window_s: float = 30,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.session = session
+        self.api_urls = [u.rstrip("/") for u in api_urls]
+        self.cover_base = cover_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s,
+                                             sock_read=read_timeout_s)
+        self.skip_window_s = skip_window_s
+        self._clock = clock
+        self._skip_until: dict[str, float] = {}
+
+    # -- failover --------------------------------------------------------------------------
+    def _order(self) -> list[str]:
+        now = self._clock()
+        ready = [u for u in self.api_urls if self._skip_until.get(u, 0) <= now]
+        return ready or sorted(self.api_urls, key=lambda u: self._skip_until.get(u, 0))
+
+    async def get_json(self, path: str, params: dict[str, str | int]) -> Any:
+        """GET ``path`` from the first server that answers well; typed errors otherwise."""
+        if not self.api_urls:
+            raise UpstreamUnavailable("no upstream configured: set api_urls")
+        last: DownloadError | None = None
+        for base in self._order():
+            try:
+                return await self._get_one(base, path, params)
+            except UpstreamNotFound:
+                raise
+            except RateLimited as exc:
+                self._skip_until[base] = self._clock() + (exc.retry_after_s or self.skip_window_s)
+                last = exc
+            except DownloadError as exc:
+                if not exc.retryable:
+                    raise
+                self._skip_until[base] = self._clock() + self.skip_window_s
+                last = exc
+            log.info("upstream %s failed for %s: %s", base, path, last)
+        assert last is not None
+        raise last
+
+    async def _get_one(self, base: str, path: str, params: dict[str, str | int]) -> Any:
+        url = f"{base}/{path.strip('/')}/"
+        try:
+            async with self.session.get(url, params=params, timeout=self.timeout) as resp:
+                raw = await resp.content.read(MAX_BODY_BYTES + 1)
+                return self._answer(resp.status, resp.headers, raw, url)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamUnavailable(f"{base} did not answer: {type(exc).__name__} {exc}") from exc
+
+    @staticmethod
+    def _answer(status: int, headers: Any, raw: bytes, url: str) -> Any:
+        if len(raw) > MAX_BODY_BYTES:
+            raise UpstreamUnavailable(f"{url} answered more than {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if status == 404:
+            raise UpstreamNotFound(f"not found upstream: {url}")
+        if status == 429:
+            raise RateLimited(f"rate limited by {url}",
+                              retry_after_s=parse_retry_after(headers.get("Retry-After")))
+        if status in (401, 403):
+            raise AuthFailed(f"{url} refused us ({status}): {str(body)[:200]}")
+        if status >= 400:
+            raise UpstreamUnavailable(f"{url} answered {status}")
+        if body is None:
+            raise UpstreamUnavailable(f"{url} answered something that is not JSON")
+        error = body_error(body) or body_error(unwrap(body))
+        if error is not None:
+            raise error
+        return unwrap(body)
+
+    # -- endpoints -------------------------------------------------------------------------
+    async def track(self, track_id: int) -> TrackMeta:
+        return parse_track(await self.get_json("info", {"id": track_id}))
+
+    async def playback(self, track_id: int, quality: Quality) -> mf.Served:
+        payload = await self.get_json("track", {"id": track_id, "quality": quality.value})
+        return mf.parse_playback(playback_info(payload))
+
+    async def hires(self, track_id: int) -> mf.Served | None:
+        """The hi-res DASH stream, or None when the track has no hi-res version."""
+        payload = await self.get_json("trackManifests", {
+            "id": track_id, "quality": "HI_RES_LOSSLESS", "adaptive": "false",
+            "formats": "FLAC_HIRES"})
+        attrs = mf.manifest_attributes(payload)
+        if "FLAC_HIRES" not in (attrs.get("formats") or []):
+            return None
+        stream = await self._hires_stream(attrs)
+        gains = {}
+        for key, prefix in (("trackAudioNormalizationData", "track"),
+                            ("albumAudioNormalizationData", "album")):
+            norm = attrs.get(key) or {}
+            if isinstance(norm.get("replayGain"), int | float):
+                gains[f"{prefix}ReplayGain"] = float(norm["replayGain"])
+            if isinstance(norm.get("peakAmplitude"), int | float):
+                gains[f"{prefix}PeakAmplitude"] = float(norm["peakAmplitude"])
+        return mf.Served(stream, Quality.HI_RES_LOSSLESS, 24, stream.sample_rate, gains)
+
+    async def _hires_stream(self, attrs: dict[str, Any]) -> mf.DashStream:
+        text = attrs.get("manifest")
+        if isinstance(text, str) and text.strip():
+            raw = text.encode() if text.lstrip().startswith("<") else mf.decode_base64(text)
+            return mf.parse_mpd(raw)
+        uri = attrs.get("uri")
+        if not isinstance(uri, str):
+            raise ManifestError("manifest resource has neither manifest nor uri")
+        mf.check_url(uri)
+        try:
+            async with self.session.get(uri, timeout=self.timeout) as resp:
+                if resp.status == 403:
+                    raise UpstreamUnavailable("MPD URL expired")
+                if resp.status >= 400:
+                    raise UpstreamUnavailable(f"MPD fetch answered {resp.status}")
+                raw = await resp.content.read(mf.MAX_MANIFEST_BYTES + 1)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamUnavailable(f"MPD fetch failed: {exc}") from exc
+        return mf.parse_mpd(raw, uri)
+
+    async def album(self, album_id: int) -> AlbumMeta:
+        first = album_page(await self.get_json(
+            "album", {"id": album_id, "limit": ALBUM_PAGE, "offset": 0}))
+        album, items = first
+        wanted = int(album.get("numberOfTracks") or 0)
+        tracks = _tracks_of(items, album)
+        offset = len(items)
+        pages = 1
+        while len(_numbering(tracks)) < wanted and items and pages < wanted // ALBUM_PAGE + 5:
+            _, items = album_page(await self.get_json(
+                "album", {"id": album_id, "limit": ALBUM_PAGE, "offset": offset}))
+            tracks += _tracks_of(items, album)
+            offset += len(items)
+            pages += 1
+        if len(_numbering(tracks)) < wanted:
+            raise UpstreamUnavailable(f"album {album_id} came back incomplete: "
+                                      f"{len(_numbering(tracks))} of {wanted} tracks")
+        return parse_album(album, _dedupe(tracks))
+
+    async def lyrics(self, track_id: int) -> Lyrics | None:
+        """Lyrics when the upstream has them; any failure just means none."""
+        try:
+            body = await self.get_json("lyrics", {"id": track_id})
+        except DownloadError:
+            return None
+        if isinstance(body, list):
+            body = next((b for b in body if isinstance(b, dict)), {})
+        if not isinstance(body, dict):
+            return None
+        text, synced = body.get("lyrics"), body.get("subtitles")
+        if not (isinstance(text, str) and text) and not (isinstance(synced, str) and synced):
+            return None
+        return Lyrics(text if isinstance(text, str) and text else None,
+                      synced if isinstance(synced, str) and synced else None)
+
+    def cover_url(self, cover: str, size: int = 1280) -> str:
+        return f"{self.cover_base}/images/{cover.replace('-', '/')}/{size}x{size}.jpg"
+
+
+# -- shapes --------------------------------------------------------------------------------
+
+def playback_info(payload: Any) -> dict[str, Any]:
+    """The playback info of ``/track/``, also from the legacy list shape."""
+    if isinstance(payload, list):
+        payload = next((p for p in payload if isinstance(p, dict) and "manifest" in p), None)
+    if not isinstance(payload, dict):
+        raise ManifestError("playback info has an unknown shape")
+    return payload
+
+
+def album_page(payload: Any) -> tuple[dict[str, Any], list[Any]]:
+    """(album, items) of one ``/album/`` page, also from the legacy ``[album, {items}]``."""
+    if isinstance(payload, list) and len(payload) >= 2 and isinstance(payload[0], dict) \
+            and isinstance(payload[1], dict):
+        return payload[0], list(payload[1].get("items") or [])
+    if isinstance(payload, dict):
+        items = payload.get("items")
+        return payload, list(items) if isinstance(items, list) else []
+    raise UpstreamUnavailable("album answer has an unknown shape")
+
+
+def _tracks_of(items: list[Any], album: dict[str, Any]) -> list[TrackMeta]:
+    out = []
+    for entry in items:
+        if isinstance(entry, dict) and entry.get("type", "track") == "track":
+            raw = entry.get("item", entry)
+            if isinstance(raw, dict):
+                out.append(parse_track(raw, album))
+    return out
+
+
+def _numbering(tracks: list[TrackMeta]) -> set[tuple[int, int]]:
+    return {(t.disc_number, t.track_number) for t in tracks}
+
+
+def _dedupe(tracks: list[TrackMeta]) -> list[TrackMeta]:
+    seen: set[int] = set()
+    return [t for t in tracks if not (t.id in seen or seen.add(t.id))]  # type: ignore[func-returns-value]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _artists(raw: dict[str, Any]) -> tuple[Artist, ...]:
+    artists = [Artist(a.get("id"), str(a["name"]), a.get("type", "MAIN") == "MAIN")
+               for a in raw.get("artists") or [] if isinstance(a, dict) and a.get("name")]
+    if not artists and isinstance(raw.get("artist"), dict) and raw["artist"].get("name"):
+        artists = [Artist(raw["artist"].get("id"), str(raw["artist"]["name"]))]
+    return tuple(artists)
+
+
+def parse_track(raw: Any, album: dict[str, Any] | None = None) -> TrackMeta:
+    """A track object (``/info/`` or an album item) -> TrackMeta."""
+    if isinstance(raw, list):
+        raw = next((r for r in raw if isinstance(r, dict) and "title" in r), None)
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), int) or not raw.get("title"):
+        raise UpstreamUnavailable("track answer has an unknown shape")
+    alb = {**(raw.get("album") or {}), **(album or {})}
+    artists = _artists(raw)
+    album_artist = alb.get("artist", {}).get("name") if isinstance(alb.get("artist"), dict) \
+        else None
+    return TrackMeta(
+        id=raw["id"], title=str(raw["title"]), version=_text(raw.get("version")),
+        duration_s=float(raw.get("duration") or 0),
+        track_number=int(raw.get("trackNumber") or 1),
+        disc_number=int(raw.get("volumeNumber") or 1), artists=artists,
+        album_id=alb.get("id"), album_title=str(alb.get("title") or "Unknown Album"),
+        album_artist=album_artist or (artists[0].name if artists else "Unknown Artist"),
+        album_cover=_text(alb.get("cover")), release_date=_text(alb.get("releaseDate")),
+        isrc=_text(raw.get("isrc")), copyright=_text(raw.get("copyright")),
+        explicit=bool(raw.get("explicit")), upc=_text(alb.get("upc")),
+        track_total=alb.get("numberOfTracks"), disc_total=alb.get("numberOfVolumes"),
+        audio_quality=_text(raw.get("audioQuality")),
+        replay_gain=raw.get("replayGain") if isinstance(raw.get("replayGain"), float) else None,
+        peak=raw.get("peak") if isinstance(raw.get("peak"), float) else None,
+    )
+
+
+def parse_album(raw: dict[str, Any], tracks: list[TrackMeta]) -> AlbumMeta:
+    artist = raw.get("artist", {}).get("name") if isinstance(raw.get("artist"), dict) else None
+    tracks = sorted(tracks, key=lambda t: (t.disc_number, t.track_number))
+    return AlbumMeta(
+        id=int(raw["id"]), title=str(raw.get("title") or "Unknown Album"),
+        artist=artist or (tracks[0].album_artist if tracks else "Unknown Artist"),
+        cover=_text(raw.get("cover")), release_date=_text(raw.get("releaseDate")),
+        number_of_tracks=int(raw.get("numberOfTracks") or len(tracks)),
+        number_of_volumes=int(raw.get("numberOfVolumes") or 1), upc=_text(raw.get("upc")),
+        copyright=_text(raw.get("copyright")), tracks=tuple(tracks))
+
