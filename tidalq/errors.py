@@ -178,8 +178,7 @@ class IntegrityFailed(DownloadError):
 class DiskFull(DownloadError):
     """Raised on ENOSPC while staging or publishing."""
 
-    code = FailureCode.DISK_FULL
-    retryable = True
+    code = FailureCode.DISK_FULL  # the job fails; the worker pool pauses until space returns
 
 
 class PermissionDenied(DownloadError):

@@ -41,6 +41,7 @@ class Faults:
     cdn_cuts: int = 0  # …for the next N CDN requests
     cdn_resets: int = 0  # next N CDN requests: connection reset before any answer
     cdn_500: int = 0  # next N CDN requests answer 500
+    cdn_corrupt: int = 0  # next N CDN bodies have bytes flipped in the middle
     cdn_stall_s: float = 0.0  # CDN waits this long mid-body (once per request)
     throttle_bps: int | None = None  # CDN bytes per second per connection
     ranges: bool = True  # honour Range requests
@@ -313,15 +314,22 @@ class FakeUpstream:
                     source: Path | bytes, start: int, size: int) -> None:
         f = self.faults
         cut = f.cdn_cut_after if f.cdn_cut_after is not None and f.take("cdn_cuts") else None
+        corrupt_at = (start + size) // 2 if f.take("cdn_corrupt") else -1
         stalled = False
         sent, loop = 0, asyncio.get_running_loop()
         began = loop.time()
         handle = None if isinstance(source, bytes) else source.open("rb")
+        if handle is not None:
+            handle.seek(start)
         try:
             pos = start
             while pos < size:
                 n = min(CHUNK, size - pos)
                 chunk = source[pos:pos + n] if isinstance(source, bytes) else handle.read(n)  # type: ignore[union-attr]
+                if pos <= corrupt_at < pos + len(chunk):
+                    flip = corrupt_at - pos
+                    chunk = chunk[:flip] + bytes(b ^ 0x5A for b in chunk[flip:flip + 64]) \
+                        + chunk[flip + 64:]
                 if cut is not None and sent + len(chunk) > cut:
                     await resp.write(chunk[:max(0, cut - sent)])
                     assert request.transport is not None

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -40,6 +40,18 @@ MAX_BODY_BYTES = 8 << 20
 class Lyrics:
     text: str | None
     synced: str | None  # LRC
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, or ``cap + 1`` bytes when it is larger (callers refuse those)."""
+    if resp.content_length is not None and resp.content_length > cap:
+        return b"\0" * (cap + 1)
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > cap:
+            break
+    return bytes(body)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -128,7 +140,7 @@ class UpstreamClient:
         url = f"{base}/{path.strip('/')}/"
         try:
             async with self.session.get(url, params=params, timeout=self.timeout) as resp:
-                raw = await resp.content.read(MAX_BODY_BYTES + 1)
+                raw = await read_capped(resp, MAX_BODY_BYTES)
                 return self._answer(resp.status, resp.headers, raw, url)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamUnavailable(f"{base} did not answer: {type(exc).__name__} {exc}") from exc
@@ -160,6 +172,21 @@ class UpstreamClient:
     # -- endpoints -------------------------------------------------------------------------
     async def track(self, track_id: int) -> TrackMeta:
         return parse_track(await self.get_json("info", {"id": track_id}))
+
+    async def track_in_album(self, track_id: int) -> TrackMeta:
+        """A track with its album's details (totals, disc count, UPC, album artist), so a
+        track job names and tags the file exactly as its album job would."""
+        meta = await self.track(track_id)
+        if meta.album_id is None:
+            return meta
+        try:
+            album, _ = album_page(await self.get_json(
+                "album", {"id": meta.album_id, "limit": 1, "offset": 0}))
+        except DownloadError as exc:
+            if not exc.retryable:
+                return meta
+            raise
+        return with_album(meta, album)
 
     async def playback(self, track_id: int, quality: Quality) -> mf.Served:
         payload = await self.get_json("track", {"id": track_id, "quality": quality.value})
@@ -199,7 +226,7 @@ class UpstreamClient:
                     raise UpstreamUnavailable("MPD URL expired")
                 if resp.status >= 400:
                     raise UpstreamUnavailable(f"MPD fetch answered {resp.status}")
-                raw = await resp.content.read(mf.MAX_MANIFEST_BYTES + 1)
+                raw = await read_capped(resp, mf.MAX_MANIFEST_BYTES)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamUnavailable(f"MPD fetch failed: {exc}") from exc
         return mf.parse_mpd(raw, uri)
@@ -321,6 +348,19 @@ def parse_track(raw: Any, album: dict[str, Any] | None = None) -> TrackMeta:
         replay_gain=raw.get("replayGain") if isinstance(raw.get("replayGain"), float) else None,
         peak=raw.get("peak") if isinstance(raw.get("peak"), float) else None,
     )
+
+
+def with_album(meta: TrackMeta, album: dict[str, Any]) -> TrackMeta:
+    artist = album.get("artist", {}).get("name") if isinstance(album.get("artist"), dict) \
+        else None
+    return replace(
+        meta, album_title=str(album.get("title") or meta.album_title),
+        album_artist=artist or meta.album_artist,
+        album_cover=_text(album.get("cover")) or meta.album_cover,
+        release_date=_text(album.get("releaseDate")) or meta.release_date,
+        upc=_text(album.get("upc")) or meta.upc,
+        track_total=album.get("numberOfTracks") or meta.track_total,
+        disc_total=album.get("numberOfVolumes") or meta.disc_total)
 
 
 def parse_album(raw: dict[str, Any], tracks: list[TrackMeta]) -> AlbumMeta:

@@ -1,0 +1,163 @@
+"""Streaming downloads from the CDN into staging files: memory never grows with file size.
+
+- Direct files: streamed in chunks, ``Content-Length`` checked; a cut body resumes with
+  ``Range`` when the server sends ``Accept-Ranges: bytes`` (else starts over), a bounded
+  number of times per attempt. A partial staging file left by an earlier attempt is
+  resumed the same way.
+- DASH: the init segment, then media segments fetched with bounded parallelism (each
+  retried on its own) and fed in order to the remuxer.
+- A 403 means the signed URL expired: :class:`~tidalq.errors.CdnExpired` tells the caller
+  to ask the API for a fresh manifest.
+
+Cancellation is asyncio's: cancelling the task aborts the HTTP stream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from tidalq.errors import CdnExpired, DownloadError, UpstreamUnavailable, from_os_error
+from tidalq.media.flac import StreamInfo
+from tidalq.media.remux import FlacRemuxer
+from tidalq.upstream.api import read_capped
+from tidalq.upstream.manifest import DashStream
+
+ProgressFn = Callable[[int, int | None], None]
+CHUNK_BYTES = 256 * 1024
+MAX_RESUMES = 5
+SEGMENT_TRIES = 4
+MAX_SEGMENT_BYTES = 64 << 20
+
+
+class _Cut(Exception):
+    """The body ended early; ``resumable`` says whether Range may continue it."""
+
+    def __init__(self, resumable: bool) -> None:
+        super().__init__("body cut short")
+        self.resumable = resumable
+
+
+def _status_error(status: int, url: str) -> DownloadError:
+    if status == 403:
+        return CdnExpired("the CDN refused the signed URL (expired)")
+    return UpstreamUnavailable(f"the CDN answered {status} for {url.split('?')[0]}")
+
+
+class Fetcher:
+    """Downloads over one aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, read_timeout_s: float = 30,
+                 connect_timeout_s: float = 10, segment_parallel: int = 4) -> None:
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s,
+                                             sock_read=read_timeout_s)
+        self.segment_parallel = segment_parallel
+
+    # -- direct files -----------------------------------------------------------------------
+    async def fetch_file(self, url: str, dest: Path, progress: ProgressFn) -> int:
+        """Download ``url`` to ``dest`` (resuming what is there); returns the size."""
+        restarts = 0
+        while True:
+            try:
+                return await self._fetch_once(url, dest, progress)
+            except _Cut as cut:
+                restarts += 1
+                if restarts > MAX_RESUMES:
+                    raise UpstreamUnavailable("the CDN kept cutting the download short") from None
+                if not cut.resumable:
+                    dest.unlink(missing_ok=True)
+            except OSError as exc:
+                raise from_os_error(exc) from exc
+
+    async def _fetch_once(self, url: str, dest: Path, progress: ProgressFn) -> int:
+        have = dest.stat().st_size if dest.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            async with self.session.get(url, headers=headers, timeout=self.timeout) as resp:
+                if resp.status == 416 and have:
+                    dest.unlink()  # what we have is not a prefix of this file
+                    raise _Cut(resumable=False)
+                if resp.status not in (200, 206):
+                    raise _status_error(resp.status, url)
+                if resp.status == 200:
+                    have = 0
+                total = have + resp.content_length if resp.content_length is not None else None
+                resumable = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
+                return await self._stream_body(resp, dest, have, total, resumable, progress)
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError, TimeoutError) as exc:
+            raise _Cut(resumable=dest.exists()) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"CDN request failed: {exc}") from exc
+
+    @staticmethod
+    async def _stream_body(resp: aiohttp.ClientResponse, dest: Path, have: int,
+                           total: int | None, resumable: bool, progress: ProgressFn) -> int:
+        done = have
+        with dest.open("ab" if have else "wb") as out:
+            try:
+                async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+                    out.write(chunk)
+                    done += len(chunk)
+                    progress(done, total)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, TimeoutError):
+                raise _Cut(resumable) from None
+        if total is not None and done != total:
+            raise _Cut(resumable)
+        return done
+
+    # -- DASH ---------------------------------------------------------------------------------
+    async def fetch_segment(self, url: str) -> bytes:
+        for attempt in range(SEGMENT_TRIES):
+            try:
+                async with self.session.get(url, timeout=self.timeout) as resp:
+                    if resp.status != 200:
+                        raise _status_error(resp.status, url)
+                    data = await read_capped(resp, MAX_SEGMENT_BYTES)
+                    if len(data) > MAX_SEGMENT_BYTES:
+                        raise UpstreamUnavailable("a DASH segment is implausibly large")
+                    if resp.content_length is not None and len(data) != resp.content_length:
+                        raise aiohttp.ClientPayloadError("segment cut short")
+                    return data
+            except CdnExpired:
+                raise
+            except (aiohttp.ClientError, TimeoutError, UpstreamUnavailable) as exc:
+                if attempt == SEGMENT_TRIES - 1:
+                    raise UpstreamUnavailable(f"segment failed {SEGMENT_TRIES} times: {exc}") \
+                        from exc
+                await asyncio.sleep(0.2 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    async def fetch_dash(self, stream: DashStream, dest: Path,
+                         progress: ProgressFn) -> StreamInfo:
+        """Fetch init + segments in order (a window of them in flight) and remux to FLAC."""
+        init = await self.fetch_segment(stream.init_url)
+        total_segments = len(stream.segment_urls)
+        window: deque[asyncio.Task[bytes]] = deque()
+        urls = iter(stream.segment_urls)
+        try:
+            with dest.open("wb") as out:
+                remux = FlacRemuxer(out)
+                remux.feed_init(init)
+                done_bytes = len(init)
+                for index in range(total_segments):
+                    while len(window) < self.segment_parallel and (url := next(urls, None)):
+                        window.append(asyncio.create_task(self.fetch_segment(url)))
+                    data = await window.popleft()
+                    remux.feed_segment(data)
+                    done_bytes += len(data)
+                    avg = done_bytes / (index + 1)
+                    progress(done_bytes, int(avg * (total_segments + 1)))
+                return remux.finish()
+        except OSError as exc:
+            raise from_os_error(exc) from exc
+        finally:
+            for task in window:
+                task.cancel()
+            if window:
+                await asyncio.gather(*window, return_exceptions=True)

@@ -1,0 +1,82 @@
+"""Where a track lands: the path template, rendered one component at a time, each
+component sanitised for Linux, macOS and Windows and cut to 255 bytes.
+
+Template fields: ``{albumartist}``, ``{artist}``, ``{album}``, ``{title}`` ("Title
+(Version)"), ``{disc_track}`` (``NN``, or ``D-NN`` on multi-disc albums), ``{track}``,
+``{disc}``, ``{year}``, ``{isrc}``, ``{id}``. The extension is added from the quality.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import unicodedata
+from pathlib import Path
+
+from tidalq.errors import InvalidInput, PermissionDenied
+from tidalq.models import TrackMeta
+
+MAX_COMPONENT_BYTES = 255
+_RESERVED = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_WINDOWS_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                  *(f"LPT{i}" for i in range(1, 10))}
+FIELDS = {"albumartist", "artist", "album", "title", "disc_track", "track", "disc", "year",
+          "isrc", "id"}
+
+
+def check_template(template: str) -> None:
+    """Refuse unknown fields early, with the field's name."""
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None and name not in FIELDS:
+            raise InvalidInput(f"path_template has an unknown field {{{name}}}", "path_template")
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore")
+
+
+def sanitize(component: str, extension: str = "") -> str:
+    """One safe path component (``extension`` kept whole when the name is cut)."""
+    text = unicodedata.normalize("NFC", component)
+    text = _RESERVED.sub("_", text).strip()
+    text = text.rstrip(". ")
+    if text in ("", ".", ".."):
+        text = "_"
+    if text.split(".")[0].upper() in _WINDOWS_NAMES:
+        text = "_" + text
+    text = _cut_utf8(text, MAX_COMPONENT_BYTES - len(extension.encode())).rstrip(". ") or "_"
+    return text + extension
+
+
+def template_values(track: TrackMeta) -> dict[str, str]:
+    multi_disc = (track.disc_total or 1) > 1 or track.disc_number > 1
+    number = f"{track.track_number:02d}"
+    return {
+        "albumartist": track.album_artist, "artist": track.artist_name,
+        "album": track.album_title, "title": track.full_title,
+        "disc_track": f"{track.disc_number}-{number}" if multi_disc else number,
+        "track": number, "disc": str(track.disc_number),
+        "year": (track.release_date or "")[:4], "isrc": track.isrc or "", "id": str(track.id),
+    }
+
+
+def relative_path(template: str, track: TrackMeta, extension: str) -> Path:
+    check_template(template)
+    values = template_values(track)
+    parts = [p for p in template.split("/") if p.strip()]
+    rendered = [sanitize(part.format(**values), extension if i == len(parts) - 1 else "")
+                for i, part in enumerate(parts)]
+    return Path(*rendered)
+
+
+def target_path(download_dir: Path, template: str, track: TrackMeta, extension: str) -> Path:
+    """The absolute target path, guaranteed to lie inside ``download_dir``."""
+    root = Path(os.path.abspath(download_dir))
+    path = Path(os.path.abspath(root / relative_path(template, track, extension)))
+    if os.path.commonpath([root, path]) != str(root) or path == root:
+        raise PermissionDenied(f"refusing to write outside the library: {path}")
+    return path

@@ -1,0 +1,133 @@
+"""Tags with mutagen: Vorbis comments and a PICTURE block for FLAC, iTunes atoms for M4A.
+
+Besides the usual fields tidalq writes its own identity (``TIDAL_TRACK_ID``,
+``TIDALQ_QUALITY``, …) so a later run can tell an identical file without downloading.
+mutagen's exceptions are translated here into IntegrityFailed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mutagen import MutagenError
+from mutagen.flac import FLAC, Picture
+from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
+
+from tidalq.errors import IntegrityFailed
+from tidalq.models import TrackMeta
+
+
+@dataclass(frozen=True)
+class TagData:
+    """Everything written into a file besides the audio."""
+
+    track: TrackMeta
+    quality: str
+    replay_gain: dict[str, float]
+    cover: bytes | None
+    lyrics: str | None
+
+
+def _fields(data: TagData) -> dict[str, list[str]]:
+    t = data.track
+    out: dict[str, list[str]] = {
+        "TITLE": [t.full_title], "ARTIST": [a.name for a in t.artists] or [t.album_artist],
+        "ALBUMARTIST": [t.album_artist], "ALBUM": [t.album_title],
+        "TRACKNUMBER": [str(t.track_number)], "DISCNUMBER": [str(t.disc_number)],
+        "TIDAL_TRACK_ID": [str(t.id)], "TIDALQ_QUALITY": [data.quality],
+    }
+    optional = {
+        "TRACKTOTAL": t.track_total, "DISCTOTAL": t.disc_total, "DATE": t.release_date,
+        "ISRC": t.isrc, "BARCODE": t.upc, "COPYRIGHT": t.copyright, "TIDAL_ALBUM_ID": t.album_id,
+        "TIDAL_ARTIST_ID": t.artists[0].id if t.artists else None,
+        "EXPLICIT": "1" if t.explicit else None, "LYRICS": data.lyrics,
+    }
+    gains = {"REPLAYGAIN_TRACK_GAIN": ("trackReplayGain", " dB"),
+             "REPLAYGAIN_TRACK_PEAK": ("trackPeakAmplitude", ""),
+             "REPLAYGAIN_ALBUM_GAIN": ("albumReplayGain", " dB"),
+             "REPLAYGAIN_ALBUM_PEAK": ("albumPeakAmplitude", "")}
+    for tag, (key, unit) in gains.items():
+        if key in data.replay_gain:
+            optional[tag] = f"{data.replay_gain[key]:.2f}{unit}"
+    out.update({k: [str(v)] for k, v in optional.items() if v not in (None, "")})
+    return out
+
+
+def write_tags(path: Path, data: TagData) -> None:
+    try:
+        if path.suffix == ".flac":
+            _write_flac(path, data)
+        else:
+            _write_m4a(path, data)
+    except MutagenError as exc:
+        raise IntegrityFailed(f"cannot tag {path.name}: {exc}") from exc
+
+
+def _write_flac(path: Path, data: TagData) -> None:
+    audio = FLAC(path)
+    audio.delete()
+    audio.clear_pictures()
+    for key, values in _fields(data).items():
+        audio[key] = values
+    if data.cover:
+        pic = Picture()
+        pic.type, pic.mime, pic.desc = 3, "image/jpeg", "Front Cover"
+        pic.width, pic.height, pic.depth = 1280, 1280, 24
+        pic.data = data.cover
+        audio.add_picture(pic)
+    audio.save()
+
+
+_MP4_STANDARD = {"TITLE": "©nam", "ARTIST": "©ART", "ALBUMARTIST": "aART", "ALBUM": "©alb",
+                 "DATE": "©day", "COPYRIGHT": "cprt", "LYRICS": "©lyr"}
+
+
+def _write_m4a(path: Path, data: TagData) -> None:
+    audio = MP4(path)
+    audio.delete()
+    fields = _fields(data)
+    t = data.track
+    for key, atom in _MP4_STANDARD.items():
+        if key in fields:
+            audio[atom] = fields[key]
+    audio["trkn"] = [(t.track_number, t.track_total or 0)]
+    audio["disk"] = [(t.disc_number, t.disc_total or 0)]
+    if t.explicit:
+        audio["rtng"] = [1]
+    skip = set(_MP4_STANDARD) | {"TRACKNUMBER", "TRACKTOTAL", "DISCNUMBER", "DISCTOTAL"}
+    for key, values in fields.items():
+        if key not in skip:
+            audio[f"----:com.apple.iTunes:{key}"] = [MP4FreeForm(v.encode()) for v in values]
+    if data.cover:
+        audio["covr"] = [MP4Cover(data.cover, imageformat=MP4Cover.FORMAT_JPEG)]
+    audio.save()
+
+
+def read_identity(path: Path) -> tuple[str | None, str | None]:
+    """(TIDAL track id, quality) from a file tidalq tagged; (None, None) otherwise."""
+    try:
+        if path.suffix == ".flac":
+            tags: Any = FLAC(path).tags or {}
+
+            def get(k: str) -> str | None:
+                return (tags.get(k) or [None])[0]  # type: ignore[no-any-return]
+        else:
+            atoms: Any = MP4(path).tags or {}
+
+            def get(k: str) -> str | None:
+                values = atoms.get(f"----:com.apple.iTunes:{k}")
+                return bytes(values[0]).decode() if values else None
+        return get("TIDAL_TRACK_ID"), get("TIDALQ_QUALITY")
+    except (MutagenError, OSError, ValueError):
+        return None, None
+
+
+def flac_md5(path: Path) -> bytes | None:
+    """The STREAMINFO MD5 of a FLAC file (None if unset or unreadable)."""
+    try:
+        value = FLAC(path).info.md5_signature
+    except (MutagenError, OSError):
+        return None
+    return value.to_bytes(16, "big") if value else None

@@ -1,0 +1,349 @@
+"""The work a job exists for: one track, or every track of an album, into the library.
+
+One track: resolve metadata and the stream → decide the target path → apply the conflict
+policy (an identical file means no download at all) → stream into staging on the
+library's filesystem (DASH remuxed to FLAC) → tag → verify → publish (fsync, ``os.replace``,
+fsync the directory). One album: its tracks through the same steps, several at once within
+the daemon's download slots; publishing is per track and additive; a retry skips the
+tracks already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tidalq.config import Settings
+from tidalq.errors import (
+    CdnExpired,
+    DownloadError,
+    FailureCode,
+    QualityUnavailable,
+    UpstreamNotFound,
+    from_os_error,
+)
+from tidalq.media import paths, tags, verify
+from tidalq.media.fetch import Fetcher
+from tidalq.models import AlbumMeta, Job, Quality, TrackMeta
+from tidalq.upstream.api import UpstreamClient, read_capped
+from tidalq.upstream.manifest import DashStream, Served
+
+log = logging.getLogger(__name__)
+
+# report(progress, album track states or None, force): records the latest state; the worker
+# writes it to the store at most every half second, and at once when forced.
+Report = Callable[[float, list[dict[str, Any]] | None, bool], None]
+Progress = Callable[[float], None]
+FRESH_MANIFEST_TRIES = 3
+
+
+@dataclass(frozen=True)
+class TrackRequest:
+    meta: TrackMeta
+    quality: Quality
+    min_quality: Quality | None
+    staging_key: str
+
+
+class AlbumFailed(DownloadError):
+    """Raised when some tracks of an album failed; the others are in the library."""
+
+    def __init__(self, message: str, code: str, retryable: bool,
+                 tracks: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.code = FailureCode(code) if code in FailureCode.__members__ else FailureCode.INTERNAL
+        self.retryable = retryable
+        self.tracks = tracks
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Durably move a verified staging file into place."""
+    with staging.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, target)
+    fsync_dir(target.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(target: Path, data: bytes, staging_dir: Path) -> None:
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir / f"{secrets.token_hex(8)}.tmp{target.suffix}"
+    tmp.write_bytes(data)
+    publish(tmp, target)
+
+
+class Pipeline:
+    """Runs track and album jobs; shares the daemon's download slots."""
+
+    def __init__(self, settings: Settings, upstream: UpstreamClient, fetcher: Fetcher,
+                 slots: asyncio.Semaphore | None = None) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.fetcher = fetcher
+        self.slots = slots
+        self._covers: OrderedDict[str, bytes | None] = OrderedDict()
+
+    # -- jobs --------------------------------------------------------------------------------
+    async def run_track_job(self, job: Job, report: Report) -> dict[str, Any]:
+        meta = await self.upstream.track_in_album(job.spec.tidal_id)
+        request = TrackRequest(meta, job.spec.quality, job.spec.min_quality, job.id)
+
+        def on_progress(fraction: float) -> None:
+            report(fraction, None, False)
+
+        return await self.track(request, on_progress)
+
+    async def run_album_job(self, job: Job, report: Report) -> list[dict[str, Any]]:
+        """Download the album's missing tracks; raises AlbumFailed if any track failed."""
+        album = await self.upstream.album(job.spec.tidal_id)
+        entries = self._album_entries(album, job.track_progress)
+        report(self._album_fraction(album, entries), list(entries.values()), True)
+        todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
+        await self._run_lanes(todo, lambda t: self._album_track(job, t, album, entries, report))
+        tracks = [entries[t.id] for t in album.tracks]
+        failed = [e for e in tracks if e["status"] == "failed"]
+        if failed:
+            retryable = any(e.get("retryable") and e.get("attempts", 0) < job.max_attempts
+                            for e in failed)
+            raise AlbumFailed(f"{len(failed)} of {len(tracks)} tracks failed; first: "
+                              f"{failed[0].get('error')}", failed[0].get("failureCode") or
+                              "INTERNAL", retryable, tracks)
+        return tracks
+
+    # -- albums ------------------------------------------------------------------------------
+    @staticmethod
+    def _album_entries(album: AlbumMeta, previous: list[dict[str, Any]]
+                       ) -> dict[int, dict[str, Any]]:
+        before = {e.get("trackId"): e for e in previous}
+        entries = {}
+        for t in album.tracks:
+            old = before.get(t.id)
+            if old and old.get("status") == "completed":
+                entries[t.id] = dict(old)
+                continue
+            entries[t.id] = {"trackId": t.id, "title": t.full_title, "discNumber": t.disc_number,
+                             "trackNumber": t.track_number, "status": "queued", "progress": 0.0,
+                             "quality": None, "path": None, "error": None,
+                             "attempts": (old or {}).get("attempts", 0)}
+        return entries
+
+    @staticmethod
+    def _album_fraction(album: AlbumMeta, entries: dict[int, dict[str, Any]]) -> float:
+        """Progress weighted by duration: bytes are proportional to it at one quality."""
+        weights = {t.id: max(t.duration_s, 1.0) for t in album.tracks}
+        total = sum(weights.values())
+        return sum(weights[i] * float(e["progress"]) for i, e in entries.items()) / total
+
+    async def _album_track(self, job: Job, track: TrackMeta, album: AlbumMeta,
+                           entries: dict[int, dict[str, Any]], report: Report) -> None:
+        entry = entries[track.id]
+        entry.update(status="processing", progress=0.0, error=None)
+        entry["attempts"] = entry.get("attempts", 0) + 1
+        report(self._album_fraction(album, entries), list(entries.values()), True)
+
+        def on_progress(fraction: float) -> None:
+            entry["progress"] = round(fraction, 4)
+            report(self._album_fraction(album, entries), list(entries.values()), False)
+
+        request = TrackRequest(track, job.spec.quality, job.spec.min_quality, job.id)
+        try:
+            result = await self.track(request, on_progress)
+        except DownloadError as exc:
+            entry.update(status="failed", error=str(exc), failureCode=exc.code.value,
+                         retryable=exc.retryable, progress=0.0)
+            log.warning("album %s track %s failed: %s", album.id, track.id, exc)
+        else:
+            entry.update(status="completed", progress=1.0, path=result["path"],
+                         quality=result["quality"], skipped=result["skipped"])
+            entry.pop("failureCode", None)
+            entry.pop("retryable", None)
+        report(self._album_fraction(album, entries), list(entries.values()), True)
+
+    async def _run_lanes(self, todo: list[TrackMeta],
+                         run: Callable[[TrackMeta], Awaitable[None]]) -> None:
+        """Run tracks in lanes: one on the slot the job holds, extra lanes each on a slot
+        of their own, so the daemon never runs more downloads than it has slots."""
+        pending = list(reversed(todo))
+
+        async def drain() -> None:
+            while pending:
+                await run(pending.pop())
+
+        started: set[int] = set()
+
+        async def extra_lane(n: int) -> None:
+            assert self.slots is not None
+            async with self.slots:
+                started.add(n)
+                await drain()
+
+        extras = [asyncio.create_task(extra_lane(n))
+                  for n in range(min(len(todo) - 1, self.settings.max_concurrent - 1))] \
+            if self.slots is not None else []
+        try:
+            await drain()
+            for n, task in enumerate(extras):
+                if n not in started:
+                    task.cancel()
+            await asyncio.gather(*extras, return_exceptions=True)
+        finally:
+            for task in extras:
+                task.cancel()
+
+    # -- one track ---------------------------------------------------------------------------
+    def _target(self, meta: TrackMeta, extension: str) -> Path:
+        return paths.target_path(self.settings.download_dir, self.settings.path_template, meta,
+                                 extension)
+
+    def _identical_exists(self, target: Path, meta: TrackMeta, quality: Quality) -> bool:
+        if not target.exists():
+            return False
+        if self.settings.conflict == "skip":
+            return True
+        if self.settings.conflict == "overwrite":
+            return False
+        track_id, have = tags.read_identity(target)
+        try:
+            return track_id == str(meta.id) and have is not None and \
+                Quality(have).rank >= quality.rank
+        except ValueError:
+            return False
+
+    async def _skipped(self, target: Path, quality: Quality) -> dict[str, Any]:
+        facts = await asyncio.to_thread(verify.probe, target)
+        return {"path": str(target), "quality": quality.value, "codec": facts.codec,
+                "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate,
+                "bytes": target.stat().st_size, "skipped": True}
+
+    async def resolve(self, track_id: int, quality: Quality) -> Served:
+        """The stream for a track: hi-res DASH when asked and available, else /track/."""
+        if quality is Quality.HI_RES_LOSSLESS:
+            try:
+                hires = await self.upstream.hires(track_id)
+            except UpstreamNotFound:
+                hires = None  # an older server without /trackManifests/
+            if hires is not None:
+                return hires
+            return await self.upstream.playback(track_id, Quality.LOSSLESS)
+        return await self.upstream.playback(track_id, quality)
+
+    async def track(self, req: TrackRequest,
+                    on_progress: Progress) -> dict[str, Any]:
+        meta = req.meta
+        target = self._target(meta, req.quality.extension)
+        if self._identical_exists(target, meta, req.quality):
+            return await self._skipped(target, req.quality)
+        served = await self.resolve(meta.id, req.quality)
+        if req.min_quality is not None and served.quality.rank < req.min_quality.rank:
+            raise QualityUnavailable(f"the upstream serves {served.quality.value}, below the "
+                                     f"minimum {req.min_quality.value}")
+        extension = ".flac" if served.stream.codec == "flac" else ".m4a"
+        if extension != target.suffix:
+            target = self._target(meta, extension)
+        if self._identical_exists(target, meta, served.quality):
+            return await self._skipped(target, served.quality)
+        staging = self.settings.staging_dir / f"{req.staging_key}-{meta.id}.part{extension}"
+        return await self._download_and_publish(req, served, staging, target, on_progress)
+
+    async def _download_and_publish(self, req: TrackRequest, served: Served, staging: Path,
+                                    target: Path,
+                                    on_progress: Progress
+                                    ) -> dict[str, Any]:
+        keep_partial = False
+        try:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            served = await self._fetch_fresh(req, served, staging, on_progress)
+            extras = await asyncio.gather(self.cover(req.meta), self.upstream.lyrics(req.meta.id))
+            cover, lyrics = extras
+            data = tags.TagData(req.meta, served.quality.value, served.replay_gain, cover,
+                                lyrics.text if lyrics else None)
+            await asyncio.to_thread(tags.write_tags, staging, data)
+            facts = await verify.verify(staging, req.meta.duration_s)
+            if self._same_audio(target, facts):
+                staging.unlink()
+                return await self._skipped(target, served.quality)
+            size = staging.stat().st_size
+            await asyncio.to_thread(publish, staging, target)
+            await self._extras(target, req.meta, cover, lyrics.synced if lyrics else None)
+        except DownloadError as exc:
+            keep_partial = exc.retryable and not isinstance(served.stream, DashStream)
+            raise
+        except OSError as exc:
+            raise from_os_error(exc) from exc
+        finally:
+            if not keep_partial:
+                staging.unlink(missing_ok=True)
+        return {"path": str(target), "quality": served.quality.value, "codec": facts.codec,
+                "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate, "bytes": size,
+                "skipped": False}
+
+    async def _fetch_fresh(self, req: TrackRequest, served: Served, staging: Path,
+                           on_progress: Progress) -> Served:
+        """Fetch the stream; a CDN 403 (expired signature) asks the API again."""
+        def progress(done: int, total: int | None) -> None:
+            if total:
+                on_progress(min(0.99, done / total))
+
+        for attempt in range(FRESH_MANIFEST_TRIES):
+            try:
+                if isinstance(served.stream, DashStream):
+                    await self.fetcher.fetch_dash(served.stream, staging, progress)
+                else:
+                    await self.fetcher.fetch_file(served.stream.url, staging, progress)
+                return served
+            except CdnExpired:
+                if attempt == FRESH_MANIFEST_TRIES - 1:
+                    raise
+                log.info("CDN URL for track %s expired; asking for a fresh one", req.meta.id)
+                staging.unlink(missing_ok=True)
+                served = await self.resolve(req.meta.id, req.quality)
+        raise AssertionError("unreachable")
+
+    def _same_audio(self, target: Path, facts: verify.AudioFacts) -> bool:
+        """overwrite_if_different: the same decoded audio (FLAC MD5) is not replaced."""
+        if self.settings.conflict != "overwrite_if_different" or facts.md5 is None:
+            return False
+        return target.exists() and tags.flac_md5(target) == facts.md5
+
+    async def cover(self, meta: TrackMeta) -> bytes | None:
+        """The album's 1280×1280 cover, fetched once per album (missing covers are fine)."""
+        if not meta.album_cover:
+            return None
+        if meta.album_cover in self._covers:
+            return self._covers[meta.album_cover]
+        url = self.upstream.cover_url(meta.album_cover)
+        data: bytes | None = None
+        try:
+            async with self.fetcher.session.get(url, timeout=self.fetcher.timeout) as resp:
+                if resp.status == 200:
+                    data = await read_capped(resp, 8 << 20)
+        except Exception as exc:  # a cover is decoration: never fail a track for it
+            log.warning("cover %s could not be fetched: %s", url, exc)
+        self._covers[meta.album_cover] = data
+        while len(self._covers) > 32:
+            self._covers.popitem(last=False)
+        return data
+
+    async def _extras(self, target: Path, meta: TrackMeta, cover: bytes | None,
+                      synced: str | None) -> None:
+        staging = self.settings.staging_dir
+        if cover and not (target.parent / "cover.jpg").exists():
+            await asyncio.to_thread(write_atomically, target.parent / "cover.jpg", cover, staging)
+        if synced:
+            lrc = target.with_suffix(".lrc")
+            await asyncio.to_thread(write_atomically, lrc, synced.encode(), staging)
