@@ -42,6 +42,7 @@ ENV_KEYS: dict[str, str] = {
     "path_template": "TIDALQ_PATH_TEMPLATE",
     "http_listen": "TIDALQ_HTTP",
     "http_token": "TIDALQ_HTTP_TOKEN",
+    "http_cors_origins": "TIDALQ_HTTP_CORS_ORIGINS",
     "workers": "TIDALQ_WORKERS",
     "lease": "TIDALQ_LEASE",
     "drain_timeout": "TIDALQ_DRAIN_TIMEOUT",
@@ -67,6 +68,7 @@ class Settings:
     path_template: str = DEFAULT_PATH_TEMPLATE
     http_listen: str | None = None
     http_token: str | None = field(default=None, repr=False)
+    http_cors_origins: tuple[str, ...] = ()
     workers: bool = True
     lease: float = 30.0
     drain_timeout: float = 20.0
@@ -182,6 +184,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "max_concurrent": _positive_int, "poll_interval": parse_duration,
     "max_attempts": _positive_int, "retention": parse_duration, "conflict": _conflict,
     "path_template": _template, "http_listen": _listen, "http_token": _text,
+    "http_cors_origins": _urls,
     "workers": _switch, "lease": parse_duration, "drain_timeout": parse_duration,
 }
 

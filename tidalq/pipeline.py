@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tidalq.config import Settings
 from tidalq.errors import (
@@ -50,6 +50,24 @@ class TrackRequest:
     quality: Quality
     min_quality: Quality | None
     staging_key: str
+
+
+class Slots(asyncio.Semaphore):
+    """The daemon's download slots: a semaphore that knows how many are in use."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+        self.in_use = 0
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        self.in_use += 1
+        return True
+
+    def release(self) -> None:
+        self.in_use -= 1
+        super().release()
 
 
 class AlbumFailed(DownloadError):
@@ -91,7 +109,7 @@ class Pipeline:
     """Runs track and album jobs; shares the daemon's download slots."""
 
     def __init__(self, settings: Settings, upstream: UpstreamClient, fetcher: Fetcher,
-                 slots: asyncio.Semaphore | None = None) -> None:
+                 slots: Slots | asyncio.Semaphore | None = None) -> None:
         self.settings = settings
         self.upstream = upstream
         self.fetcher = fetcher

@@ -1,0 +1,394 @@
+"""The ``tidalq`` command: parse → client call → render.
+
+Imports nothing of the daemon side (aiohttp, redis, mutagen, sqlite) so that commands
+answer fast; ``tidalq daemon`` imports the daemon lazily. Exit codes: 0 success, 1 what
+the command reports failed, 2 usage error, 3 daemon unreachable, 124 ``wait`` timed out.
+
+Shell completion: ``eval "$(_TIDALQ_COMPLETE=bash_source tidalq)"`` (zsh: ``zsh_source``,
+fish: ``fish_source``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from tidalq import __version__, render
+from tidalq.client import DaemonClient
+from tidalq.config import Settings, load_settings
+from tidalq.errors import ConfigError, DaemonUnreachable, RpcError, TidalqError
+from tidalq.models import JobStatus, Priority, Quality
+from tidalq.protocol import ErrorCode
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 124
+
+QUALITIES = click.Choice([q.value for q in Quality], case_sensitive=False)
+PRIORITIES = click.Choice([p.value for p in Priority], case_sensitive=False)
+STATUSES = click.Choice([s.value for s in JobStatus], case_sensitive=False)
+URL_ID = re.compile(r"https?://(?:www\.|listen\.)?tidal\.com/(?:browse/)?"
+                    r"(?:album/\d+/)?(track|album)/(\d+)")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """Per-invocation state: where the config and the socket are."""
+
+    def __init__(self, config: Path | None, socket: Path | None) -> None:
+        self.config = config
+        self.socket = socket
+        self._settings: Settings | None = None
+
+    def settings(self, flags: dict[str, Any] | None = None) -> Settings:
+        if flags is not None:
+            return load_settings({**flags, "socket": self.socket and str(self.socket)},
+                                 self.config)
+        if self._settings is None:
+            self._settings = load_settings({"socket": self.socket and str(self.socket)},
+                                           self.config)
+        return self._settings
+
+    def client(self, timeout_s: float | None = 30.0) -> DaemonClient:
+        return DaemonClient(self.settings().socket, timeout_s)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    render.error(message)
+    sys.exit(code)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn tidalq errors into one stderr line and the contract's exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DaemonUnreachable as exc:
+            fail(f"{exc}. Start it with `tidalq daemon` or `systemctl --user start tidalq`.",
+                 EXIT_UNREACHABLE)
+        except ConfigError as exc:
+            fail(f"configuration: {exc}", EXIT_USAGE)
+        except RpcError as exc:
+            usage = exc.code in (ErrorCode.INVALID_PARAMS, ErrorCode.INVALID_REQUEST)
+            fail(str(exc), EXIT_USAGE if usage else EXIT_FAILED)
+        except TidalqError as exc:
+            fail(str(exc), EXIT_FAILED)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+pass_app = click.make_pass_decorator(App)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tidalq")
+@click.option("--socket", type=click.Path(path_type=Path), envvar="TIDALQ_SOCKET",
+              help="Control socket of the daemon.")
+@click.option("--config", type=click.Path(path_type=Path), envvar="TIDALQ_CONFIG",
+              help="Config file (TOML).")
+@click.pass_context
+def main(ctx: click.Context, socket: Path | None, config: Path | None) -> None:
+    """tidalq: a background download queue for TIDAL music.
+
+    Submit tracks and albums with `tidalq add`; a daemon (`tidalq daemon`, usually run by
+    systemd) downloads them into your library, tagged and verified.
+    """
+    ctx.obj = App(config, socket)
+
+
+# -- the daemon ----------------------------------------------------------------------------
+
+@main.command()
+@click.option("--store", help="Job store URL: sqlite:///PATH, redis://HOST:PORT/DB or memory:.")
+@click.option("--download-dir", type=click.Path(path_type=Path), help="Library root.")
+@click.option("--max-concurrent", type=click.IntRange(1, 1000),
+              help="Simultaneous track downloads.")
+@click.option("--http", "http_listen", metavar="HOST:PORT", help="Also serve the HTTP API.")
+@click.option("--no-workers", is_flag=True, help="Control-only node: accept jobs, download none.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@pass_app
+@handles_errors
+def daemon(app: App, store: str | None, download_dir: Path | None, max_concurrent: int | None,
+           http_listen: str | None, no_workers: bool, verbose: bool) -> None:
+    """Run the daemon in the foreground (systemd runs exactly this)."""
+    import asyncio
+    import logging
+
+    settings = app.settings({"store": store, "download_dir": download_dir and str(download_dir),
+                             "max_concurrent": max_concurrent, "http_listen": http_listen,
+                             "workers": False if no_workers else None})
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from tidalq.daemon import run
+    from tidalq.server import SocketInUse
+
+    try:
+        code = asyncio.run(run(settings))
+    except SocketInUse as exc:
+        fail(str(exc), EXIT_FAILED)
+    sys.exit(code)
+
+
+# -- submitting ----------------------------------------------------------------------------
+
+def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``[track|album] ID_OR_URL...`` → [(type, id)]; click.UsageError when unclear."""
+    kind: str | None = None
+    rest = list(items)
+    if rest and rest[0].lower() in ("track", "album"):
+        kind = rest.pop(0).lower()
+    if not rest:
+        raise click.UsageError("name at least one id or TIDAL URL")
+    targets = []
+    for item in rest:
+        match = URL_ID.match(item)
+        if match:
+            targets.append((match.group(1), int(match.group(2))))
+        elif item.isdigit() and 0 < int(item) < 2**53:
+            if kind is None:
+                raise click.UsageError(f"{item}: say whether it is a track or an album, "
+                                       f"e.g. `tidalq add album {item}`")
+            targets.append((kind, int(item)))
+        else:
+            raise click.UsageError(f"{item!r} is neither a TIDAL id nor a TIDAL track/album URL")
+    return targets
+
+
+@main.command()
+@click.argument("items", nargs=-1, required=True, metavar="[track|album] ID_OR_URL...")
+@click.option("--quality", type=QUALITIES, help="Quality to download (default: config).")
+@click.option("--min-quality", type=QUALITIES, help="Fail instead of accepting less than this.")
+@click.option("--priority", type=PRIORITIES, default="normal", show_default=True)
+@click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts per job.")
+@json_option
+@pass_app
+@handles_errors
+def add(app: App, items: tuple[str, ...], quality: str | None, min_quality: str | None,
+        priority: str, max_attempts: int | None, as_json: bool) -> None:
+    """Submit tracks or albums; prints one job id per line."""
+    jobs = []
+    for kind, tidal_id in parse_targets(items):
+        job: dict[str, Any] = {"type": kind, f"{kind}Id": tidal_id}
+        if quality:
+            job["quality"] = quality.upper()
+        if min_quality:
+            job["minQuality"] = min_quality.upper()
+        jobs.append(job)
+    params: dict[str, Any] = {"jobs": jobs, "priority": priority.lower()}
+    if max_attempts:
+        params["maxAttempts"] = max_attempts
+    answer = app.client().call("queue.submit", params)
+    if as_json:
+        render.as_json(answer["jobs"])
+    else:
+        render.lines(answer["jobIds"])
+
+
+# -- looking -------------------------------------------------------------------------------
+
+@main.command()
+@json_option
+@pass_app
+@handles_errors
+def status(app: App, as_json: bool) -> None:
+    """Queue counts, worker state and active jobs with progress."""
+    stats = app.client().call("queue.stats")
+    if as_json:
+        render.as_json(stats)
+    else:
+        render.status(stats)
+
+
+@main.command("list")
+@click.option("--status", "status_", type=STATUSES, help="Only jobs with this status.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@json_option
+@pass_app
+@handles_errors
+def list_(app: App, status_: str | None, limit: int, as_json: bool) -> None:
+    """Jobs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if status_:
+        params["status"] = status_.lower()
+    jobs = app.client().call("queue.list", params)["jobs"]
+    if as_json:
+        render.as_json(jobs)
+    else:
+        render.jobs_table(jobs)
+
+
+main.add_command(list_, "ls")
+
+
+@main.command()
+@click.argument("job")
+@json_option
+@pass_app
+@handles_errors
+def show(app: App, job: str, as_json: bool) -> None:
+    """One job, with per-track state for albums."""
+    try:
+        found = app.client().call("queue.get", {"id": job})["job"]
+    except RpcError as exc:
+        if exc.code in (ErrorCode.JOB_NOT_FOUND, ErrorCode.AMBIGUOUS_JOB_ID):
+            fail(str(exc), EXIT_FAILED)
+        raise
+    if as_json:
+        render.as_json(found)
+    else:
+        render.job_detail(found)
+
+
+# -- acting on jobs ------------------------------------------------------------------------
+
+def _per_job(app: App, method: str, ids: list[str], verb: str, extra: dict[str, Any] | None = None
+             ) -> None:
+    answer = app.client().call(method, {"ids": ids, **(extra or {})})
+    if render.results(answer, verb):
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("jobs", nargs=-1, required=True)
+@pass_app
+@handles_errors
+def cancel(app: App, jobs: tuple[str, ...]) -> None:
+    """Cancel queued, paused or running jobs."""
+    _per_job(app, "queue.cancel", list(jobs), "cancelled")
+
+
+@main.command()
+@click.argument("jobs", nargs=-1)
+@click.option("--failed", is_flag=True, help="Retry every failed job.")
+@pass_app
+@handles_errors
+def retry(app: App, jobs: tuple[str, ...], failed: bool) -> None:
+    """Put failed or cancelled jobs back in the queue."""
+    if bool(jobs) == failed:
+        raise click.UsageError("name jobs to retry, or use --failed (not both)")
+    if failed:
+        answer = app.client().call("queue.retry", {"failed": True})
+        if render.results(answer, "retrying"):
+            sys.exit(EXIT_FAILED)
+        if not answer.get("results"):
+            render.message("no failed jobs")
+        return
+    _per_job(app, "queue.retry", list(jobs), "retrying")
+
+
+@main.command()
+@click.argument("jobs", nargs=-1)
+@pass_app
+@handles_errors
+def pause(app: App, jobs: tuple[str, ...]) -> None:
+    """Pause jobs; with none, pause the whole queue (running jobs go on)."""
+    if jobs:
+        _per_job(app, "queue.pause", list(jobs), "paused")
+    else:
+        app.client().call("queue.pause")
+        render.message("queue paused: no new downloads start until `tidalq resume`")
+
+
+@main.command()
+@click.argument("jobs", nargs=-1)
+@pass_app
+@handles_errors
+def resume(app: App, jobs: tuple[str, ...]) -> None:
+    """Resume paused jobs; with none, resume the whole queue."""
+    if jobs:
+        _per_job(app, "queue.resume", list(jobs), "resumed")
+    else:
+        app.client().call("queue.resume")
+        render.message("queue resumed")
+
+
+@main.command()
+@click.argument("jobs", nargs=-1, required=True)
+@pass_app
+@handles_errors
+def remove(app: App, jobs: tuple[str, ...]) -> None:
+    """Delete finished jobs from the queue (files stay in the library)."""
+    _per_job(app, "queue.remove", list(jobs), "removed")
+
+
+@main.command()
+@click.argument("jobs", nargs=-1)
+@click.option("--timeout", type=click.FloatRange(0, 86400, min_open=True),
+              help="Give up after this many seconds (exit 124).")
+@json_option
+@pass_app
+@handles_errors
+def wait(app: App, jobs: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
+    """Block until the jobs (or the whole queue) are finished.
+
+    Exits 0 when every job completed, 1 when one failed or was cancelled, 124 on timeout.
+    """
+    params: dict[str, Any] = {"ids": list(jobs)}
+    if timeout:
+        params["timeout"] = timeout
+    answer = app.client(timeout_s=None).call("queue.wait", params, timeout_s=None)
+    found = answer["jobs"]
+    if as_json:
+        render.as_json(answer)
+    else:
+        render.wait_summary(found, answer["timedOut"])
+    if answer["timedOut"]:
+        sys.exit(EXIT_TIMEOUT)
+    if any(j["status"] != "completed" for j in found):
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
+              help="Seconds between refreshes when nothing happens.")
+@pass_app
+@handles_errors
+def watch(app: App, interval: float) -> None:
+    """Live progress until interrupted (Ctrl-C)."""
+    import threading
+
+    from rich.live import Live
+
+    client = app.client()
+    changed = threading.Event()
+
+    def follow_events() -> None:
+        try:
+            for _ in app.client(timeout_s=None).events():
+                changed.set()
+        except DaemonUnreachable:
+            changed.set()
+
+    threading.Thread(target=follow_events, daemon=True).start()
+    try:
+        with Live(render.status_view(client.call("queue.stats")), console=render.out,
+                  refresh_per_second=4) as live:
+            while True:
+                changed.wait(interval)
+                changed.clear()
+                live.update(render.status_view(client.call("queue.stats")))
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command(hidden=True)
+@pass_app
+@handles_errors
+def stop(app: App) -> None:
+    """Ask the daemon to drain and exit."""
+    app.client().call("daemon.shutdown")
+    render.message("daemon stopping")

@@ -1,0 +1,162 @@
+"""Everything the CLI prints: tables, progress, JSON. The only module that prints.
+
+Human output goes to stdout through rich; errors go to stderr as one actionable line.
+``--json`` output is plain JSON on stdout, one document per command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATUS_STYLE = {"queued": "cyan", "processing": "yellow", "paused": "magenta",
+                "completed": "green", "failed": "red", "cancelled": "dim"}
+
+
+def as_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def error(message: str) -> None:
+    err.print(Text(f"tidalq: {message}", style="red"))
+
+
+def lines(values: list[str]) -> None:
+    for value in values:
+        sys.stdout.write(value + "\n")
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+def _title(job: dict[str, Any]) -> str:
+    spec = job["job"]
+    kind = spec["type"]
+    tidal_id = spec.get("trackId") or spec.get("albumId")
+    label = spec.get("trackTitle") or spec.get("albumTitle") or ""
+    return f"{kind} {tidal_id}" + (f" {label}" if label else "")
+
+
+def _percent(progress: float) -> str:
+    return f"{progress * 100:5.1f}%"
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> None:
+    if not jobs:
+        out.print("no jobs")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED", "NOTE"):
+        table.add_column(col, no_wrap=col != "NOTE")
+    for job in jobs:
+        note = job.get("error") or ""
+        if job["job"]["type"] == "album" and job.get("trackCount"):
+            note = f"{job['completedTracks']}/{job['trackCount']} tracks " + note
+        table.add_row(job["id"], _title(job), job["job"]["quality"], _status(job["status"]),
+                      _percent(job["progress"]), _when(job["createdAt"]), note.strip())
+    out.print(table)
+
+
+def job_detail(job: dict[str, Any]) -> None:
+    out.print(Text.assemble((job["id"], "bold"), "  ", _status(job["status"]),
+                            f"  {_percent(job['progress'])}"))
+    rows = [("what", _title(job)), ("quality", job["job"]["quality"]),
+            ("priority", job["priority"]), ("attempts", f"{job['attempts']}/{job['maxAttempts']}"),
+            ("created", _when(job["createdAt"])), ("started", _when(job["startedAt"])),
+            ("finished", _when(job["completedAt"])), ("next retry", _when(job["nextRetryAt"]))]
+    if job.get("error"):
+        rows.append(("error", f"{job['error']} ({job.get('failureCode')})"))
+    result = job.get("result")
+    if result:
+        rows.append(("file", str(result.get("path"))))
+        rows.append(("received", f"{result.get('quality')} {result.get('codec')} "
+                                 f"{result.get('bitDepth') or '?'}-bit "
+                                 f"{result.get('sampleRate')} Hz"
+                                 + (" (already in library)" if result.get("skipped") else "")))
+    for key, value in rows:
+        out.print(f"  {key:<11}{value}")
+    tracks = job.get("trackProgress") or []
+    if tracks:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("DISC-TRACK", "TITLE", "STATUS", "PROGRESS", "FILE / ERROR"):
+            table.add_column(col)
+        for t in tracks:
+            table.add_row(f"{t.get('discNumber')}-{t.get('trackNumber'):02d}", t.get("title"),
+                          _status(t.get("status", "")), _percent(float(t.get("progress") or 0)),
+                          t.get("error") or t.get("path") or "")
+        out.print(table)
+
+
+def status_view(stats: dict[str, Any]) -> Group:
+    q, w = stats["queue"], stats["worker"]
+    counts = Table.grid(padding=(0, 2))
+    for name in ("queued", "processing", "paused", "completed", "failed", "cancelled"):
+        counts.add_column()
+    counts.add_row(*[Text(f"{name} {q.get(name, 0)}", style=STATUS_STYLE[name])
+                     for name in ("queued", "processing", "paused", "completed", "failed",
+                                  "cancelled")])
+    state = "running" if w.get("running") else "stopped"
+    if w.get("queuePaused"):
+        state = "paused (tidalq resume)"
+    worker = Text(f"workers {state}: {w.get('activeDownloads', 0)}/{w.get('maxConcurrent')} "
+                  f"downloads")
+    parts: list[Any] = [counts, worker]
+    if w.get("problem"):
+        parts.append(Text(f"! {w['problem']}", style="bold red"))
+    for job in stats.get("active", []):
+        bar = Table.grid(padding=(0, 1))
+        bar.add_column(width=26)
+        bar.add_column(width=30)
+        bar.add_column()
+        eta = job.get("etaS")
+        eta_text = f"ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
+        bar.add_row(f"{job['id'][:24]}", ProgressBar(total=1.0, completed=job["progress"],
+                                                     width=30),
+                    f"{_percent(job['progress'])} {job['type']} {job['tidalId']} {eta_text}")
+        parts.append(bar)
+    return Group(*parts)
+
+
+def status(stats: dict[str, Any]) -> None:
+    out.print(status_view(stats))
+
+
+def results(answer: dict[str, Any], verb: str) -> int:
+    """Per-job outcome lines; returns how many failed."""
+    failures = 0
+    for r in answer.get("results", []):
+        if r.get("ok"):
+            out.print(f"{verb} {r['id']}")
+        else:
+            failures += 1
+            error(f"{r['id']}: {r.get('error')}")
+    return failures
+
+
+def wait_summary(jobs: list[dict[str, Any]], timed_out: bool) -> None:
+    for job in jobs:
+        out.print(Text.assemble(job["id"], " ", _status(job["status"]),
+                                f" {job.get('error') or ''}"))
+    if timed_out:
+        error("timed out waiting for jobs to finish")
+
+
+def message(text: str) -> None:
+    out.print(text)

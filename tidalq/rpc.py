@@ -1,0 +1,281 @@
+"""The daemon's JSON-RPC methods: a flat table of small handlers over the store and pool.
+
+Each handler takes validated params and returns a JSON-able result; errors are tidalq
+exceptions, mapped to JSON-RPC error codes by :func:`error_code`. Streaming methods
+(``events.subscribe``) are handled by the server, which owns the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidalq import __version__
+from tidalq.config import Settings, redact_url
+from tidalq.errors import (
+    AmbiguousJobId,
+    IllegalTransition,
+    InvalidInput,
+    JobNotFound,
+    StoreUnavailable,
+    TidalqError,
+)
+from tidalq.models import (
+    Job,
+    JobSpec,
+    JobStatus,
+    parse_max_attempts,
+    parse_priority,
+    parse_status,
+)
+from tidalq.protocol import (
+    MAX_IDS_PER_CALL,
+    MAX_JOBS_PER_SUBMIT,
+    PROTOCOL_VERSION,
+    ErrorCode,
+)
+from tidalq.store.base import JobStore
+from tidalq.worker import WorkerPool
+
+Handler = Callable[["Context", dict[str, Any]], Awaitable[dict[str, Any]]]
+MAX_WAIT_S = 24 * 3600.0
+
+
+@dataclass
+class Context:
+    """What handlers may touch."""
+
+    settings: Settings
+    store: JobStore
+    pool: WorkerPool
+    request_shutdown: Callable[[], None]
+    started_at: float = field(default_factory=time.time)
+    checks: list[str] = field(default_factory=list)
+
+
+def error_code(exc: Exception) -> ErrorCode:
+    if isinstance(exc, InvalidInput):
+        return ErrorCode.INVALID_PARAMS
+    if isinstance(exc, JobNotFound):
+        return ErrorCode.JOB_NOT_FOUND
+    if isinstance(exc, AmbiguousJobId):
+        return ErrorCode.AMBIGUOUS_JOB_ID
+    if isinstance(exc, IllegalTransition):
+        return ErrorCode.ILLEGAL_TRANSITION
+    if isinstance(exc, StoreUnavailable):
+        return ErrorCode.STORE_UNAVAILABLE
+    return ErrorCode.INTERNAL_ERROR
+
+
+# -- param helpers --------------------------------------------------------------------------
+
+def _known(params: dict[str, Any], allowed: set[str]) -> None:
+    for key in params:
+        if key not in allowed:
+            raise InvalidInput(f"unknown parameter {key!r}", key)
+
+
+def _ids(params: dict[str, Any], required: bool = True) -> list[str]:
+    ids = params.get("ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) and 0 < len(i) <= 64
+                                            for i in ids):
+        raise InvalidInput("ids must be a list of job ids (strings)", "ids")
+    if len(ids) > MAX_IDS_PER_CALL:
+        raise InvalidInput(f"at most {MAX_IDS_PER_CALL} ids per call", "ids")
+    if required and not ids:
+        raise InvalidInput("ids must name at least one job", "ids")
+    return ids
+
+
+def _timeout(params: dict[str, Any]) -> float | None:
+    value = params.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not 0 < value <= MAX_WAIT_S:
+        raise InvalidInput(f"timeout must be seconds between 0 and {MAX_WAIT_S:.0f}", "timeout")
+    return float(value)
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+async def submit(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, {"job", "jobs", "priority", "maxAttempts"})
+    raw = params["jobs"] if "jobs" in params else [params.get("job")]
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_JOBS_PER_SUBMIT:
+        raise InvalidInput(f"jobs must be a list of 1 to {MAX_JOBS_PER_SUBMIT} jobs", "jobs")
+    specs = [JobSpec.from_json(j, ctx.settings.quality) for j in raw]
+    priority = parse_priority(params.get("priority", "normal"))
+    attempts = parse_max_attempts(params.get("maxAttempts", ctx.settings.max_attempts))
+    jobs, created = [], []
+    for spec in specs:
+        job, new = await ctx.store.submit(spec, priority=priority, max_attempts=attempts)
+        jobs.append(job.to_json())
+        created.append(new)
+    ctx.pool.wake()
+    return {"jobIds": [j["id"] for j in jobs], "created": created, "jobs": jobs}
+
+
+async def list_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, {"status", "limit"})
+    status = parse_status(params["status"]) if params.get("status") is not None else None
+    limit = params.get("limit", 100)
+    jobs = await ctx.store.list_jobs(status, limit)
+    return {"jobs": [j.to_json() for j in jobs], "count": len(jobs)}
+
+
+async def get(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, {"id"})
+    job_id = params.get("id")
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
+        raise InvalidInput("id must be a job id (string)", "id")
+    return {"job": (await ctx.store.get(await ctx.store.resolve(job_id))).to_json()}
+
+
+def _each(op: Callable[[JobStore, str], Awaitable[Job | None]],
+          after: Callable[[Context, str], None] | None = None) -> Handler:
+    """A handler applying ``op`` to every id; per-id errors are reported, not raised."""
+
+    async def handler(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+        _known(params, {"ids"})
+        results: list[dict[str, Any]] = []
+        for prefix in _ids(params):
+            try:
+                job_id = await ctx.store.resolve(prefix)
+                job = await op(ctx.store, job_id)
+                if after is not None:
+                    after(ctx, job_id)
+                results.append({"id": job_id, "ok": True,
+                                "job": job.to_json() if job is not None else None})
+            except (JobNotFound, AmbiguousJobId, IllegalTransition) as exc:
+                results.append({"id": prefix, "ok": False, "error": str(exc),
+                                "code": int(error_code(exc))})
+        ctx.pool.wake()
+        return {"results": results}
+
+    return handler
+
+
+async def _remove(store: JobStore, job_id: str) -> None:
+    await store.remove(job_id)
+
+
+async def retry(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, {"ids", "failed"})
+    if params.get("failed") is True:
+        failed = await ctx.store.list_jobs(JobStatus.FAILED, 10_000)
+        params = {"ids": [j.id for j in failed][:MAX_IDS_PER_CALL]}
+        if not params["ids"]:
+            return {"results": []}
+    return await _each(lambda s, i: s.retry(i))(ctx, params)
+
+
+def _pause_or_resume(paused: bool) -> Handler:
+    job_op = _each(lambda s, i: s.pause(i) if paused else s.resume(i))
+
+    async def handler(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("ids"):
+            return await job_op(ctx, params)
+        _known(params, {"ids"})
+        await ctx.store.set_queue_paused(paused)
+        ctx.pool.wake()
+        return {"queuePaused": paused}
+
+    return handler
+
+
+async def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, set())
+    pool = ctx.pool
+    try:
+        counts = await ctx.store.stats()
+        paused = await ctx.store.queue_paused()
+    except StoreUnavailable:
+        counts, paused = {}, False
+    active = [{"id": s.job_id, "type": s.claim.job.spec.type,
+               "tidalId": s.claim.job.spec.tidal_id, "progress": round(s.progress, 4),
+               "etaS": s.eta_s(), "tracks": s.tracks}
+              for s in pool.active.values()]
+    return {
+        "success": True, "queue": {s.value: counts.get(s.value, 0) for s in JobStatus},
+        "worker": {"running": pool.running, "activeDownloads": pool.active_downloads,
+                   "maxConcurrent": ctx.settings.max_concurrent, "queuePaused": paused,
+                   "storeOk": pool.store_ok, "problem": pool.problem(),
+                   "workers": "on" if pool.pipeline is not None else "off"},
+        "active": active,
+        "daemon": {"version": __version__, "pid": os.getpid(),
+                   "uptimeS": round(time.time() - ctx.started_at, 1),
+                   "store": redact_url(ctx.store.url),
+                   "downloadDir": str(ctx.settings.download_dir), "checks": ctx.checks},
+    }
+
+
+async def wait(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Block until the jobs (or, with no ids, every queued/running job) are finished."""
+    _known(params, {"ids", "timeout"})
+    timeout = _timeout(params)
+    ids = [await ctx.store.resolve(p) for p in _ids(params, required=False)]
+    if not ids:
+        ids = [j.id for status in (JobStatus.QUEUED, JobStatus.PROCESSING)
+               for j in await ctx.store.list_jobs(status, 10_000)]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    cursor = await ctx.store.last_event_id()
+    while True:
+        jobs = [await _get_or_none(ctx.store, i) for i in ids]
+        if all(j is None or j.status.finished for j in jobs):
+            return {"jobs": [j.to_json() for j in jobs if j is not None], "timedOut": False}
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return {"jobs": [j.to_json() for j in jobs if j is not None], "timedOut": True}
+        events = await ctx.store.wait_events(cursor, min(5.0, left or 5.0))
+        if events:
+            cursor = events[-1].id
+
+
+async def _get_or_none(store: JobStore, job_id: str) -> Job | None:
+    try:
+        return await store.get(job_id)
+    except JobNotFound:
+        return None
+
+
+async def hello(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    client_protocol = params.get("protocol")
+    compatible = client_protocol is None or client_protocol == PROTOCOL_VERSION
+    return {"daemon": "tidalq", "version": __version__, "protocol": PROTOCOL_VERSION,
+            "compatible": compatible, "pid": os.getpid(), "methods": list(METHOD_TABLE)}
+
+
+async def shutdown(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, set())
+    asyncio.get_running_loop().call_soon(ctx.request_shutdown)
+    return {"stopping": True}
+
+
+METHOD_TABLE: dict[str, Handler] = {
+    "queue.submit": submit,
+    "queue.list": list_jobs,
+    "queue.get": get,
+    "queue.cancel": _each(lambda s, i: s.cancel(i), lambda ctx, i: ctx.pool.cancel_local(i)),
+    "queue.retry": retry,
+    "queue.remove": _each(_remove),
+    "queue.pause": _pause_or_resume(True),
+    "queue.resume": _pause_or_resume(False),
+    "queue.stats": stats,
+    "queue.wait": wait,
+    "daemon.hello": hello,
+    "daemon.shutdown": shutdown,
+}
+
+
+async def dispatch(ctx: Context, method: str, params: dict[str, Any]) -> Any:
+    """Run one method; raises KeyError for unknown methods, TidalqError for failures."""
+    handler = METHOD_TABLE[method]
+    return await handler(ctx, params)
+
+
+__all__ = ["METHOD_TABLE", "Context", "TidalqError", "dispatch", "error_code"]

@@ -1,0 +1,340 @@
+"""The worker pool: claims jobs under leases, runs them through the pipeline, keeps the
+leases alive, and stops work the moment a job is cancelled or its lease is lost.
+
+- ``max_concurrent`` download slots in total: a claim needs a free slot, and an album's
+  extra parallel tracks take slots of their own (see ``Pipeline._run_lanes``).
+- Woken at once by store events (new jobs, resumes, retries), by the due time of the next
+  delayed retry, and by ``poll_interval`` only as a fall-back.
+- One heartbeat task renews every lease each ``lease/3`` and writes progress; a lease
+  reported LOST or CANCELLED cancels that job's task (its HTTP stream stops at once).
+- The store going away stops claims; finishes are retried until it is back.
+- Draining: stop claiming, let running jobs finish within a deadline, then release the
+  rest to ``queued`` without spending an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tidalq.config import Settings
+from tidalq.errors import (
+    DiskFull,
+    DownloadError,
+    FailureCode,
+    IllegalTransition,
+    JobNotFound,
+    LeaseLost,
+    StoreUnavailable,
+)
+from tidalq.models import Claim, Failure, LeaseState
+from tidalq.pipeline import AlbumFailed, Pipeline, Slots
+from tidalq.store.base import JobStore
+
+log = logging.getLogger(__name__)
+
+WAKE_KINDS = {"submitted", "retried", "resumed", "released", "stalled", "queue_resumed",
+              "retry_scheduled", "completed", "failed", "cancelled"}
+MIN_FREE_BYTES = 64 << 20
+STORE_BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class ActiveJob:
+    claim: Claim
+    task: asyncio.Task[None] | None = None
+    progress: float = 0.0
+    tracks: list[dict[str, Any]] | None = None
+    dirty: bool = False
+    stop_reason: str | None = None  # "cancelled", "lost" or "drain"
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def job_id(self) -> str:
+        return self.claim.job.id
+
+    def eta_s(self) -> float | None:
+        if len(self.samples) < 2:
+            return None
+        (t0, p0), (t1, p1) = self.samples[0], self.samples[-1]
+        rate = (p1 - p0) / (t1 - t0) if t1 > t0 else 0
+        return (1 - p1) / rate if rate > 0 else None
+
+
+class WorkerPool:
+    """Runs jobs from one store; see the module docstring."""
+
+    def __init__(self, store: JobStore, pipeline: Pipeline | None, settings: Settings,
+                 worker_id: str, slots: Slots) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.settings = settings
+        self.worker_id = worker_id
+        self.slots = slots
+        self.active: dict[str, ActiveJob] = {}
+        self.claiming = True
+        self.store_ok = True
+        self.store_error: str | None = None
+        self.disk_full = False
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    # -- state for `status` -------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.pipeline is not None and self.claiming
+
+    @property
+    def active_downloads(self) -> int:
+        return self.slots.in_use
+
+    def problem(self) -> str | None:
+        if self.pipeline is None and self.settings.workers and not self.settings.api_urls:
+            return "no upstream configured: nothing can download until api_urls is set"
+        if not self.store_ok:
+            return f"job store unavailable: {self.store_error}; claims paused, reconnecting"
+        if self.disk_full:
+            return f"disk full under {self.settings.download_dir}; claims paused"
+        return None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the claim loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Claim and start jobs until :meth:`stop_claiming`."""
+        cursor = await self._cursor()
+        backoff = 0.5
+        while self.claiming:
+            await self.slots.acquire()
+            started = False
+            try:
+                if not self.claiming or (self.disk_full and not self._space_returned()):
+                    continue
+                claim = await self.store.claim(self.worker_id, self.settings.lease)
+                self._store_back()
+                backoff = 0.5
+                if claim is not None:
+                    self._start(claim)
+                    started = True
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(STORE_BACKOFF_MAX_S, backoff * 2)
+                continue
+            finally:
+                if not started:
+                    self.slots.release()
+            if not started:
+                cursor = await self._idle(cursor)
+        self._stopped.set()
+
+    async def _cursor(self) -> str:
+        try:
+            return await self.store.last_event_id()
+        except StoreUnavailable:
+            return "0"
+
+    async def _idle(self, cursor: str) -> str:
+        """Wait for a reason to claim again: a relevant event, a due retry, or the poll."""
+        timeout = self.settings.poll_interval
+        try:
+            due = await self.store.next_due_in()
+            if due is not None:
+                timeout = min(timeout, max(0.01, due))
+            deadline = time.monotonic() + timeout
+            while self.claiming and not self._wake.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                wait = asyncio.create_task(self.store.wait_events(cursor, left))
+                woke = asyncio.create_task(self._wake.wait())
+                done, _ = await asyncio.wait({wait, woke}, return_when=asyncio.FIRST_COMPLETED)
+                woke.cancel()
+                if wait not in done:
+                    wait.cancel()
+                    await asyncio.gather(wait, return_exceptions=True)
+                    break
+                events = wait.result()
+                if events:
+                    cursor = events[-1].id
+                    if any(e.kind in WAKE_KINDS for e in events):
+                        break
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+            await asyncio.sleep(1)
+        self._wake.clear()
+        return cursor
+
+    def _store_down(self, exc: Exception) -> None:
+        if self.store_ok:
+            log.error("job store unavailable, claims paused: %s", exc)
+        self.store_ok, self.store_error = False, str(exc)
+
+    def _store_back(self) -> None:
+        if not self.store_ok:
+            log.warning("job store is back; claiming again")
+        self.store_ok, self.store_error = True, None
+
+    def _space_returned(self) -> bool:
+        try:
+            free = shutil.disk_usage(self._existing(self.settings.download_dir)).free
+        except OSError:
+            return False
+        if free >= MIN_FREE_BYTES:
+            log.warning("disk space is back under %s; claiming again", self.settings.download_dir)
+            self.disk_full = False
+        return not self.disk_full
+
+    @staticmethod
+    def _existing(path: Path) -> Path:
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        return path
+
+    # -- running one job ----------------------------------------------------------------------
+    def _start(self, claim: Claim) -> None:
+        state = ActiveJob(claim, samples=[(time.monotonic(), 0.0)])
+        self.active[claim.job.id] = state
+        state.task = asyncio.create_task(self._run_job(state), name=f"job {claim.job.id}")
+
+    def _report(self, state: ActiveJob) -> Any:
+        def report(progress: float, tracks: list[dict[str, Any]] | None, force: bool) -> None:
+            state.progress = progress
+            if tracks is not None:
+                state.tracks = [dict(t) for t in tracks]
+            state.dirty = True
+            now = time.monotonic()
+            recent = [s for s in state.samples if now - s[0] < 30][-20:]
+            state.samples = [*recent, (now, progress)]
+
+        return report
+
+    async def _run_job(self, state: ActiveJob) -> None:
+        claim, job = state.claim, state.claim.job
+        assert self.pipeline is not None
+        try:
+            if job.spec.type == "album":
+                tracks = await self.pipeline.run_album_job(job, self._report(state))
+                await self._finish("complete", state, None, tracks)
+            else:
+                result = await self.pipeline.run_track_job(job, self._report(state))
+                await self._finish("complete", state, result, None)
+        except asyncio.CancelledError:
+            if state.stop_reason == "drain":
+                await self._finish("release", state)
+            log.info("job %s stopped: %s", job.id, state.stop_reason or "cancelled")
+        except AlbumFailed as exc:
+            await self._finish("fail", state, None, exc.tracks, self._failure(exc))
+        except DownloadError as exc:
+            if isinstance(exc, DiskFull):
+                self.disk_full = True
+            await self._finish("fail", state, None, state.tracks, self._failure(exc))
+        except Exception as exc:  # a bug must fail the job, never the daemon
+            log.exception("job %s crashed", job.id)
+            await self._finish("fail", state, None, state.tracks,
+                               Failure(f"internal error: {exc!r}", FailureCode.INTERNAL, False))
+        finally:
+            self.active.pop(claim.job.id, None)
+            self.slots.release()
+            self.wake()
+
+    @staticmethod
+    def _failure(exc: DownloadError) -> Failure:
+        retry_after = None if exc.retry_after_s is None else int(exc.retry_after_s * 1000)
+        return Failure(str(exc), exc.code.value, exc.retryable, retry_after)
+
+    async def _finish(self, how: str, state: ActiveJob, result: dict[str, Any] | None = None,
+                      tracks: list[dict[str, Any]] | None = None,
+                      failure: Failure | None = None) -> None:
+        """Tell the store how the job ended; retried while the store is away."""
+        job_id, token = state.job_id, state.claim.token
+        delay = 0.5
+        while True:
+            try:
+                if how == "complete":
+                    await self.store.complete(job_id, token, result, tracks)
+                elif how == "release":
+                    await self.store.release(job_id, token)
+                else:
+                    assert failure is not None
+                    await self.store.fail(job_id, token, failure, tracks)
+                return
+            except (LeaseLost, JobNotFound, IllegalTransition) as exc:
+                log.warning("job %s finished but its lease is gone: %s", job_id, exc)
+                return
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+                if state.stop_reason == "drain" and how == "release":
+                    return  # its lease will expire and the job be reaped
+                await asyncio.sleep(delay)
+                delay = min(STORE_BACKOFF_MAX_S, delay * 2)
+
+    # -- heartbeat ----------------------------------------------------------------------------
+    async def heartbeat(self) -> None:
+        """Renew leases and write progress every lease/3 (progress at most every 0.5 s)."""
+        last_renew = 0.0
+        while not self._stopped.is_set() or self.active:
+            now = time.monotonic()
+            renew = now - last_renew >= self.settings.lease / 3
+            if renew:
+                last_renew = now
+            for state in list(self.active.values()):
+                if renew or state.dirty:
+                    await self._beat(state)
+            await asyncio.sleep(min(0.5, self.settings.lease / 3))
+
+    async def _beat(self, state: ActiveJob) -> None:
+        job_id, token = state.job_id, state.claim.token
+        try:
+            if state.dirty:
+                state.dirty = False
+                lease = await self.store.report_progress(job_id, token, state.progress,
+                                                         state.tracks)
+                if lease is LeaseState.HELD:
+                    lease = await self.store.renew(job_id, token, self.settings.lease)
+            else:
+                lease = await self.store.renew(job_id, token, self.settings.lease)
+            self._store_back()
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+            return
+        if lease is not LeaseState.HELD and state.task is not None and not state.task.done():
+            state.stop_reason = "cancelled" if lease is LeaseState.CANCELLED else "lost"
+            log.info("job %s: lease %s; stopping its work", job_id, state.stop_reason)
+            state.task.cancel()
+
+    def cancel_local(self, job_id: str) -> None:
+        """A cancel that reached this daemon: stop the job now, not at the next heartbeat."""
+        state = self.active.get(job_id)
+        if state is not None and state.task is not None and not state.task.done():
+            state.stop_reason = "cancelled"
+            state.task.cancel()
+
+    # -- shutdown -----------------------------------------------------------------------------
+    def stop_claiming(self) -> None:
+        self.claiming = False
+        self.wake()
+
+    async def drain(self, deadline_s: float) -> None:
+        """Let running jobs finish within the deadline; release the rest."""
+        self.stop_claiming()
+        tasks = [s.task for s in self.active.values() if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=deadline_s)
+        await self.release_all()
+
+    async def release_all(self) -> None:
+        leftovers = [s for s in self.active.values() if s.task is not None and not s.task.done()]
+        for state in leftovers:
+            state.stop_reason = "drain"
+            assert state.task is not None
+            state.task.cancel()
+        if leftovers:
+            await asyncio.wait([s.task for s in leftovers if s.task is not None], timeout=5)
+        self._stopped.set()
