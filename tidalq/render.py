@@ -107,11 +107,10 @@ def job_detail(job: dict[str, Any]) -> None:
 def status_view(stats: dict[str, Any]) -> Group:
     q, w = stats["queue"], stats["worker"]
     counts = Table.grid(padding=(0, 2))
-    for name in ("queued", "processing", "paused", "completed", "failed", "cancelled"):
+    cells = [Text(f"{name} {q.get(name, 0)}", style=style) for name, style in STATUS_STYLE.items()]
+    for _ in cells:
         counts.add_column()
-    counts.add_row(*[Text(f"{name} {q.get(name, 0)}", style=STATUS_STYLE[name])
-                     for name in ("queued", "processing", "paused", "completed", "failed",
-                                  "cancelled")])
+    counts.add_row(*cells)
     state = "running" if w.get("running") else "stopped"
     if w.get("queuePaused"):
         state = "paused (tidalq resume)"
