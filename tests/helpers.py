@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -97,3 +100,59 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(repo_root()) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+class DaemonProcess:
+    """``tidalq daemon`` in a real process, configured through its environment."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], name: str = "daemon") -> None:
+        self.workdir = workdir
+        self.socket = workdir / f"{name}-run" / "tidalq.sock"
+        self.env = subprocess_env(TIDALQ_SOCKET=str(self.socket), **env)
+        self.env.pop("TIDALQ_CONFIG", None)
+        self.env["XDG_CONFIG_HOME"] = str(workdir / "no-config")
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True, **popen: object) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tidalq", "daemon"],
+                                     cwd=repo_root(), env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
+        log.close()
+        if wait:
+            wait_until(self.ready, 20, f"daemon socket {self.socket}")
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+        return self.cli("status", check=False).returncode == 0
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60,
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "tidalq", *args], cwd=repo_root(),
+                                env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"tidalq {' '.join(args)} -> {result.returncode}\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

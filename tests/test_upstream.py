@@ -93,11 +93,11 @@ async def test_album_pages_and_discs(fake: RunningFake, session: aiohttp.ClientS
     assert double.number_of_volumes == 2
     before = fake.upstream.count("/album/")
     long = await up.album(300)
-    assert len(long.tracks) == 120 and fake.upstream.count("/album/") - before == 2
-    offsets = [r.query["offset"] for r in fake.upstream.requests if r.path == "/album/"][-2:]
-    assert offsets == ["0", "100"]
+    assert len(long.tracks) == 210 and fake.upstream.count("/album/") - before == 3
+    offsets = [r.query["offset"] for r in fake.upstream.requests if r.path == "/album/"][-3:]
+    assert offsets == ["0", "100", "200"]
     fake.faults.legacy = True
-    assert len((await up.album(300)).tracks) == 120
+    assert len((await up.album(300)).tracks) == 210
 
 
 async def test_not_found_is_final(fake: RunningFake, fake2: RunningFake,

@@ -33,6 +33,8 @@ from tidalq.rpc import METHOD_TABLE, Context, dispatch, error_code
 log = logging.getLogger(__name__)
 
 SD_LISTEN_FDS_START = 3
+HANG_UP_S = 2.0
+HANG_UP_MAX_BYTES = 64 << 20
 
 
 class SocketInUse(TidalqError):
@@ -113,6 +115,22 @@ def _answers(path: Path) -> bool:
         probe.close()
 
 
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send what is queued, close our side, and drop what the client still sends (for a
+    bounded time), so the client reads our error instead of a connection reset."""
+    await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        await asyncio.wait_for(_drop_input(reader, HANG_UP_MAX_BYTES), HANG_UP_S)
+
+
+async def _drop_input(reader: asyncio.StreamReader, limit: int) -> None:
+    dropped = 0
+    while dropped < limit and (chunk := await reader.read(65536)):
+        dropped += len(chunk)
+
+
 async def _until_eof(reader: asyncio.StreamReader) -> None:
     """Read and drop whatever a subscriber sends, until it hangs up."""
     while await reader.read(65536):
@@ -173,7 +191,7 @@ class ControlServer:
             except asyncio.LimitOverrunError:
                 writer.write(rpc_error(None, ErrorCode.INVALID_REQUEST,
                                        f"message longer than {MAX_LINE_BYTES} bytes"))
-                await writer.drain()
+                await _hang_up(reader, writer)
                 return
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip():
@@ -193,8 +211,11 @@ class ControlServer:
             request_id, method, params = parse_request(line)
         except ProtocolError as exc:
             writer.write(rpc_error(exc.request_id, exc.code, str(exc)))
+            if exc.close:
+                await _hang_up(reader, writer)
+                return False
             await writer.drain()
-            return not exc.close
+            return True
         if method == "events.subscribe":
             await self._subscribe(request_id, params, reader, writer)
             return False

@@ -1,7 +1,7 @@
 """The fake upstream's catalogue: albums and tracks shaped like TIDAL's JSON.
 
 Ids: album 100 (one disc, 3 tracks, one with a version, lyrics), 200 (two discs and a
-video), 300 (120 tracks: longer than one page), 400 (hostile titles), 600 (hi-res),
+video), 300 (210 tracks: longer than two pages), 400 (hostile titles), 600 (hi-res),
 900 (the benchmark album: 12 tracks whose size is set by ``track_bytes``), track 5001
 (preview only). Every track lasts 4 s unless sized for the benchmark.
 """
@@ -68,7 +68,7 @@ class Catalog:
             for i, (d, n) in enumerate([(1, 1), (1, 2), (2, 1), (2, 2)])
         ], volumes=2, videos=1))
         self._add(FakeAlbum(300, "Very Long Album", [
-            FakeTrack(3001 + i, f"Part {i + 1}", 300, i + 1) for i in range(120)]))
+            FakeTrack(3001 + i, f"Part {i + 1}", 300, i + 1) for i in range(210)]))
         self._add(FakeAlbum(400, "AC/DC: ../../etc/passwd 🎸", [
             FakeTrack(4001, "What/Is\\This?", 400, 1),
             FakeTrack(4002, "..", 400, 2),

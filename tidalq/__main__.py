@@ -1,0 +1,5 @@
+"""``python -m tidalq`` is ``tidalq``."""
+
+from tidalq.cli import main
+
+main()
