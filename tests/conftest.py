@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.helpers import RedisServer
+from tests.helpers import DaemonProcess, FakeProcess, RedisServer
 from tidalq.store.base import JobStore
 from tidalq.testing.fakeapi import RunningFake, start_fake
 
@@ -71,3 +72,30 @@ async def fake2(media_cache: Path) -> AsyncIterator[RunningFake]:
     running = await start_fake(media_cache)
     yield running
     await running.close()
+
+
+@pytest.fixture
+def fake_proc(media_cache: Path) -> Iterator[FakeProcess]:
+    proc = FakeProcess(media_cache)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, fake_proc: FakeProcess) -> Iterator[Any]:
+    """make_daemon(name, **env) -> a started DaemonProcess against the fake upstream."""
+    started: list[DaemonProcess] = []
+
+    def make(name: str = "daemon", start: bool = True, **env: str) -> DaemonProcess:
+        base = {**fake_proc.env(), "TIDAL_DOWNLOADS": str(tmp_path / "lib"),
+                "TIDALQ_STORE": f"sqlite:///{tmp_path}/queue.db", "TIDALQ_LEASE": "2s",
+                "TIDALQ_POLL_INTERVAL": "1"}
+        d = DaemonProcess(tmp_path, {**base, **env}, name)
+        started.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in started:
+        d.stop()

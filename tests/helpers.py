@@ -156,3 +156,47 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class FakeProcess:
+    """The fake upstream in its own process (``python -m tidalq.testing.fakeapi``)."""
+
+    def __init__(self, cache: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tidalq.testing.fakeapi", "--port", str(self.port),
+             "--cache", str(cache)], cwd=repo_root(), env=subprocess_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._up, 20, "fake upstream")
+
+    def _up(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def faults(self, **values: Any) -> None:
+        self._post("/_fake/faults", values)
+
+    def requests(self) -> list[dict[str, Any]]:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/_fake/requests", timeout=10) as resp:
+            return list(json.loads(resp.read()))
+
+    def env(self) -> dict[str, str]:
+        return {"TIDALQ_API_URLS": self.url, "TIDALQ_COVER_URL": self.url}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)

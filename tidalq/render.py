@@ -16,7 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is not cut to 80 columns: job ids must survive `tidalq ls | grep`.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLE = {"queued": "cyan", "processing": "yellow", "paused": "magenta",
@@ -64,7 +65,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED", "NOTE"):
-        table.add_column(col, no_wrap=col != "NOTE")
+        table.add_column(col, no_wrap=col != "NOTE", min_width=27 if col == "ID" else None)
     for job in jobs:
         note = job.get("error") or ""
         if job["job"]["type"] == "album" and job.get("trackCount"):

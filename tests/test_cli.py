@@ -1,0 +1,115 @@
+"""The CLI as a user runs it, against a real daemon process and the fake upstream."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import DaemonProcess, FakeProcess, repo_root, subprocess_env
+
+JOB_KEYS = {"id", "job", "status", "priority", "progress", "createdAt", "startedAt",
+            "completedAt", "updatedAt", "nextRetryAt", "attempts", "maxAttempts", "error",
+            "failureCode"}
+
+
+def library_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.flac") if ".tidalq" not in p.parts)
+
+
+def test_add_wait_status_show(make_daemon: Any, tmp_path: Path) -> None:
+    d: DaemonProcess = make_daemon()
+    album_id = d.cli("add", "album", "100").stdout.strip()
+    assert album_id.startswith("job-")
+    urls = d.cli("add", "https://tidal.com/browse/track/1003",
+                 "https://listen.tidal.com/album/200", "--priority", "high").stdout.split()
+    assert len(urls) == 2
+    added = json.loads(d.cli("add", "track", "2001", "--quality", "high", "--json").stdout)
+    assert added[0]["job"] == {"type": "track", "trackId": 2001, "quality": "HIGH"}
+    assert d.cli("wait", "--timeout", "90").returncode == 0
+    stats = d.json("status")
+    assert stats["success"] is True and stats["queue"]["completed"] == 4
+    assert set(stats["worker"]) >= {"running", "activeDownloads", "maxConcurrent"}
+    job = d.json("show", album_id[:-3])
+    assert set(job) >= JOB_KEYS and job["status"] == "completed"
+    assert [t["status"] for t in job["trackProgress"]] == ["completed"] * 3
+    listed = d.json("list")
+    assert [j["id"] for j in listed][-1] == album_id and len(listed) == 4
+    files = library_files(tmp_path / "lib")
+    assert len(files) == 3 + 1 + 4 - 1  # track 2001 came as AAC
+    assert [p.name for p in (tmp_path / "lib").rglob("*.m4a")] == ["1-01 - Side 1 Song 1.m4a"]
+    for path in files:
+        subprocess.run(["flac", "-t", "-s", str(path)], check=True, capture_output=True)
+    assert "completed" in d.cli("show", album_id).stdout
+    assert "completed 4" in d.cli("status").stdout
+    assert album_id in d.cli("ls", "--status", "completed").stdout
+
+
+def test_exit_codes(make_daemon: Any, tmp_path: Path) -> None:
+    d: DaemonProcess = make_daemon(start=False)
+    down = d.cli("status", check=False)
+    assert down.returncode == 3 and "not running" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+    d.start()
+    assert d.cli("add", "123", check=False).returncode == 2
+    assert d.cli("add", "playlist", "1", check=False).returncode == 2
+    assert d.cli("add", "track", "1", "--quality", "ULTRA", check=False).returncode == 2
+    missing = d.cli("show", "job-nope", check=False)
+    assert missing.returncode == 1 and "no job" in missing.stderr
+    assert d.cli("cancel", "job-nope", check=False).returncode == 1
+    d.cli("pause")
+    job_id = d.cli("add", "track", "1001").stdout.strip()
+    assert d.cli("wait", job_id, "--timeout", "0.5", check=False).returncode == 124
+    d.cli("cancel", job_id)
+    assert d.cli("wait", job_id, check=False).returncode == 1
+    d.cli("resume")
+    d.cli("retry", job_id)
+    assert d.cli("wait", job_id, "--timeout", "60").returncode == 0
+    assert d.cli("retry", check=False).returncode == 2
+    d.cli("remove", job_id)
+    assert d.cli("show", job_id, check=False).returncode == 1
+
+
+def test_pause_and_resume_single_jobs(make_daemon: Any) -> None:
+    d: DaemonProcess = make_daemon()
+    d.cli("pause")
+    job_id = d.cli("add", "track", "1002").stdout.strip()
+    d.cli("pause", job_id)
+    assert d.json("show", job_id)["status"] == "paused"
+    d.cli("resume")
+    d.cli("resume", job_id)
+    assert d.cli("wait", job_id, "--timeout", "60").returncode == 0
+
+
+def test_cli_does_not_load_the_daemon_side() -> None:
+    code = ("import sys, tidalq.cli; "
+            "print(','.join(m for m in ('aiohttp', 'redis', 'mutagen', 'sqlite3', 'asyncio') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=repo_root(), env=subprocess_env())
+    assert out.stdout.strip() == ""
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "tidalq", "--help"], capture_output=True,
+                         text=True, check=True, cwd=repo_root(), env=subprocess_env()).stdout
+    for command in ("daemon", "add", "status", "list", "show", "cancel", "retry", "pause",
+                    "resume", "remove", "wait", "watch"):
+        assert command in out
+
+
+def test_fake_upstream_runs_from_the_command_line(fake_proc: FakeProcess) -> None:
+    assert fake_proc.requests() == []
+    fake_proc.faults(rate_limit=1)
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(fake_proc.url + "/info/?id=1001", timeout=5)
+        raise AssertionError("expected 429")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 429
+    with urllib.request.urlopen(fake_proc.url + "/info/?id=1001", timeout=5) as resp:
+        assert json.loads(resp.read())["data"]["title"] == "Opening"
