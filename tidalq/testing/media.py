@@ -84,9 +84,20 @@ class FlacStream:
         self.fmt = fmt
         self.n_frames = max(1, n_frames)
         self.cycles = 16 + seed % 16
-        first = _tone(fmt, self.cycles, seed + 1)
-        self._first_body = _body(fmt, first)
-        self._first_pcm = _pcm(fmt, first)
+        self.seed = seed
+
+    @functools.cached_property
+    def _first(self) -> list[list[int]]:
+        """Made on first use: describing a stream (its length) must stay cheap."""
+        return _tone(self.fmt, self.cycles, self.seed + 1)
+
+    @property
+    def _first_body(self) -> bytes:
+        return _body(self.fmt, self._first)
+
+    @property
+    def _first_pcm(self) -> bytes:
+        return _pcm(self.fmt, self._first)
 
     @classmethod
     def for_duration(cls, fmt: AudioFormat, seconds: float, seed: int) -> FlacStream:
