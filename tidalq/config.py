@@ -191,7 +191,10 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
 
 # -- sources --------------------------------------------------------------------------------
 
-def default_config_path() -> Path:
+def default_config_path(env: Mapping[str, str]) -> Path:
+    """systemd's ConfigurationDirectory= (``/etc/tidalq``) when set, else the user's."""
+    if env.get("CONFIGURATION_DIRECTORY"):
+        return Path(env["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.toml"
     return Path(platformdirs.user_config_dir(APP)) / "config.toml"
 
 
@@ -246,7 +249,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, config_path: Path | No
     """Build Settings: defaults < file < environment < flags (None flags are ignored)."""
     env = os.environ if env is None else env
     explicit = config_path or (Path(env["TIDALQ_CONFIG"]) if env.get("TIDALQ_CONFIG") else None)
-    path = explicit or default_config_path()
+    path = explicit or default_config_path(env)
     merged: dict[str, Any] = {}
     for source in (read_config_file(path, required=explicit is not None), _from_env(env),
                    {k: v for k, v in (flags or {}).items() if v is not None}):

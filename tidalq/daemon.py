@@ -111,12 +111,12 @@ class Daemon:
             self.bound_socket = True
         await self.server.start(listening)
         await self.start_http(ctx)
-        self._tasks += [asyncio.create_task(self.pool_or_raise.run(), name="claims"),
-                        asyncio.create_task(self.pool_or_raise.heartbeat(), name="heartbeat"),
-                        asyncio.create_task(self.maintenance(), name="maintenance")]
         if pipeline is None:
             log.warning("%s", self.pool_or_raise.problem() or "workers are off: control only")
         sd_notify("READY=1\nSTATUS=" + await self.status_line())
+        self._tasks += [asyncio.create_task(self.pool_or_raise.run(), name="claims"),
+                        asyncio.create_task(self.pool_or_raise.heartbeat(), name="heartbeat"),
+                        asyncio.create_task(self.maintenance(), name="maintenance")]
         log.info("ready on %s", s.socket)
 
     @property

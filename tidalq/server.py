@@ -24,7 +24,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from tidalq.errors import InvalidInput, StoreUnavailable, TidalqError
+from tidalq.errors import ConfigError, InvalidInput, StoreUnavailable, TidalqError
 from tidalq.protocol import MAX_LINE_BYTES, ErrorCode, ProtocolError, notification, parse_request
 from tidalq.protocol import error as rpc_error
 from tidalq.protocol import result as rpc_result
@@ -74,7 +74,11 @@ def inherited_socket() -> socket.socket | None:
 
 def bind_socket(path: Path, group: str | None) -> socket.socket:
     """Create the listening socket, replacing a stale file, refusing a live daemon."""
-    gid = grp.getgrnam(group).gr_gid if group else -1
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else -1
+    except KeyError:
+        raise ConfigError(f"socket_group {group!r} is not a group on this system",
+                          "socket_group") from None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750 if group else 0o700)
     _restrict_dir(path.parent, gid)
     if path.exists() or path.is_symlink():
