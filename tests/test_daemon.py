@@ -292,3 +292,19 @@ async def test_a_process_of_another_uid_is_refused(tmp_path: Path, fake: Running
     finally:
         await d.shutdown()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def test_control_only_node_accepts_but_does_not_download(tmp_path: Path,
+                                                               fake: RunningFake) -> None:
+    d = await start(tmp_path, fake, workers=False)
+    try:
+        sock = d.settings.socket
+        job_id = (await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": 1001}}))[
+            "result"]["jobIds"][0]
+        await asyncio.sleep(1.2)
+        stats = (await rpc(sock, "queue.stats"))["result"]
+        assert stats["worker"]["workers"] == "off" and stats["worker"]["running"] is False
+        job = (await rpc(sock, "queue.get", {"id": job_id}))["result"]["job"]
+        assert job["status"] == "queued" and fake.upstream.count("/") == 0
+    finally:
+        await d.shutdown()

@@ -116,7 +116,7 @@ async def test_get_errors(api: tuple[str, aiohttp.ClientSession]) -> None:
     assert (await call(session, "DELETE", f"{url}{BASE}/job-missing"))[0] == 404
 
 
-async def test_illegal_transition_is_409(api: tuple[str, aiohttp.ClientSession],
+async def test_cancelled_job_does_not_block_an_equal_new_one(api: tuple[str, aiohttp.ClientSession],
                                          fake: RunningFake) -> None:
     url, session = api
     fake.faults.preview = [1002]
@@ -156,3 +156,22 @@ async def test_token_required_off_loopback_and_checked(tmp_path: Path,
             assert (await call(session, "GET", url + BASE, headers=good))[0] == 200
     finally:
         await daemon.shutdown()
+
+
+async def test_error_statuses_map_from_the_exception_tree() -> None:
+    """Every tidalq error a handler can raise has its status (409 needs a race to reach
+    through the endpoints, so the mapping is checked directly here)."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from tidalq.errors import IllegalTransition, JobNotFound, StoreUnavailable
+    from tidalq.http_api import HttpApi
+
+    api = HttpApi.__new__(HttpApi)
+    for exc, status in ((IllegalTransition("it is completed"), 409),
+                        (JobNotFound("no job"), 404), (StoreUnavailable("redis down"), 503),
+                        (RuntimeError("bug"), 500)):
+        async def handler(request: object, exc: Exception = exc) -> None:
+            raise exc
+
+        resp = await api._errors(make_mocked_request("GET", BASE), handler)
+        assert resp.status == status
