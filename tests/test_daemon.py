@@ -158,6 +158,9 @@ async def test_cancel_a_running_album_stops_within_a_second(daemon: Daemon,
                         {"job": {"type": "album", "albumId": 100}}))["result"]["jobIds"][0]
     staging = daemon.settings.staging_dir
     await await_until(lambda: _has_files(staging), 10, "a download in staging")
+    await asyncio.sleep(0.3)
+    worker = (await rpc(sock, "queue.stats"))["result"]["worker"]
+    assert worker["activeDownloads"] >= 1 and worker["downloadBps"] > 0
     answer = await rpc(sock, "queue.cancel", {"ids": [job_id]})
     assert answer["result"]["results"][0]["ok"]
     cancelled_at = asyncio.get_running_loop().time()

@@ -60,6 +60,8 @@ async def test_seed_endpoints(api: tuple[str, aiohttp.ClientSession]) -> None:
                               json={"job": {"type": "album", "albumId": 100},
                                     "priority": "high", "maxRetries": 2})
     assert status == 201
+    _, album = await call(session, "GET", f"{url}{BASE}/{body['jobId']}")
+    assert album["job"]["maxAttempts"] == 3 and album["job"]["priority"] == "high"
     status, body = await call(session, "GET", f"{url}{BASE}/{job_id}")
     assert status == 200 and body["job"]["id"] == job_id
     status, body = await call(session, "GET", url + BASE)
@@ -93,6 +95,7 @@ async def test_delete_cancels_live_and_removes_finished(
     ({"json": {"job": {"type": "track", "trackId": 0}}}, 400, "job.trackId"),
     ({"json": {"job": {"type": "track", "trackId": 1, "quality": "MP3"}}}, 400, "job.quality"),
     ({"json": {"nojob": 1}}, 400, "nojob"),
+    ({"json": {"job": {"type": "album", "albumId": 1}, "maxRetries": -1}}, 400, "maxRetries"),
     ({"json": [1, 2]}, 400, "object"),
     ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "JSON"),
     ({"data": b"job=1", "headers": {"Content-Type": "text/plain"}}, 415, "application/json"),

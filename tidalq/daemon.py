@@ -32,7 +32,7 @@ from tidalq.server import ControlServer, bind_socket, inherited_socket
 from tidalq.store import open_store
 from tidalq.store.base import JobStore
 from tidalq.upstream.api import UpstreamClient
-from tidalq.worker import WorkerPool
+from tidalq.worker import ByteMeter, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +137,27 @@ class Daemon:
     async def start_downloads(self, store: JobStore) -> Pipeline | None:
         s = self.settings
         slots = Slots(s.max_concurrent)
-        pipeline = None
-        if s.workers and s.api_urls:
-            self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=s.max_concurrent * 4 + 8),
-                headers={"User-Agent": f"tidalq/{__version__}"})
-            upstream = UpstreamClient(self.session, s.api_urls, s.cover_url)
-            pipeline = Pipeline(s, upstream, Fetcher(self.session), slots)
-        self.pool = WorkerPool(store, pipeline, s, self.worker_id, slots)
-        if pipeline is None:
+        self.pool = WorkerPool(store, None, s, self.worker_id, slots)
+        if not (s.workers and s.api_urls):
             self.pool.claiming = False
-        return pipeline
+            return None
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=s.max_concurrent * 4 + 8),
+            headers={"User-Agent": f"tidalq/{__version__}"},
+            trace_configs=[self._count_bytes(self.pool.meter)])
+        upstream = UpstreamClient(self.session, s.api_urls, s.cover_url)
+        self.pool.pipeline = Pipeline(s, upstream, Fetcher(self.session), slots)
+        return self.pool.pipeline
+
+    @staticmethod
+    def _count_bytes(meter: ByteMeter) -> aiohttp.TraceConfig:
+        async def on_chunk(session: aiohttp.ClientSession, ctx: object,
+                           params: aiohttp.TraceResponseChunkReceivedParams) -> None:
+            meter.add(len(params.chunk))
+
+        trace = aiohttp.TraceConfig()
+        trace.on_response_chunk_received.append(on_chunk)
+        return trace
 
     async def start_http(self, ctx: Context) -> None:
         if self.settings.http_listen:

@@ -156,8 +156,13 @@ class HttpApi:
         params: dict[str, Any] = {"job": body["job"]}
         if "priority" in body:
             params["priority"] = body["priority"]
-        if "maxRetries" in body or "maxAttempts" in body:
-            params["maxAttempts"] = body.get("maxAttempts", body.get("maxRetries"))
+        if "maxAttempts" in body:
+            params["maxAttempts"] = body["maxAttempts"]
+        elif "maxRetries" in body:  # the seed's name: retries after the first attempt
+            retries = body["maxRetries"]
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise InvalidInput("maxRetries must be a whole number from 0", "maxRetries")
+            params["maxAttempts"] = retries + 1
         out = await submit(self.ctx, params)
         created = out["created"][0]
         return web.json_response(

@@ -115,8 +115,9 @@ def status_view(stats: dict[str, Any]) -> Group:
     state = "running" if w.get("running") else "stopped"
     if w.get("queuePaused"):
         state = "paused (tidalq resume)"
+    speed = f" at {_rate(w['downloadBps'])}" if w.get("downloadBps") else ""
     worker = Text(f"workers {state}: {w.get('activeDownloads', 0)}/{w.get('maxConcurrent')} "
-                  f"downloads")
+                  f"downloads{speed}")
     parts: list[Any] = [counts, worker]
     if w.get("problem"):
         parts.append(Text(f"! {w['problem']}", style="bold red"))
@@ -132,6 +133,14 @@ def status_view(stats: dict[str, Any]) -> Group:
                     f"{_percent(job['progress'])} {job['type']} {job['tidalId']} {eta_text}")
         parts.append(bar)
     return Group(*parts)
+
+
+def _rate(bytes_per_s: float) -> str:
+    for unit in ("B/s", "kB/s", "MB/s"):
+        if bytes_per_s < 1000:
+            return f"{bytes_per_s:.0f} {unit}" if unit == "B/s" else f"{bytes_per_s:.1f} {unit}"
+        bytes_per_s /= 1000
+    return f"{bytes_per_s:.1f} GB/s"
 
 
 def status(stats: dict[str, Any]) -> None:

@@ -205,6 +205,7 @@ async def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "worker": {"running": pool.running, "activeDownloads": pool.active_downloads,
                    "maxConcurrent": ctx.settings.max_concurrent, "queuePaused": paused,
                    "storeOk": pool.store_ok, "problem": pool.problem(),
+                   "downloadBps": round(pool.meter.rate()),
                    "workers": "on" if pool.pipeline is not None else "off"},
         "active": active,
         "daemon": {"version": __version__, "pid": os.getpid(),

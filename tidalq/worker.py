@@ -18,6 +18,7 @@ import asyncio
 import logging
 import shutil
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,26 @@ WAKE_KINDS = {"submitted", "retried", "resumed", "released", "stalled", "queue_r
               "retry_scheduled", "completed", "failed", "cancelled"}
 MIN_FREE_BYTES = 64 << 20
 STORE_BACKOFF_MAX_S = 10.0
+
+
+class ByteMeter:
+    """Bytes received per second over the last few seconds (the daemon's download speed)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, size: int) -> None:
+        now = time.monotonic()
+        self._samples.append((now, size))
+        while self._samples and now - self._samples[0][0] > self.window_s:
+            self._samples.popleft()
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        while self._samples and now - self._samples[0][0] > self.window_s:
+            self._samples.popleft()
+        return sum(n for _, n in self._samples) / self.window_s
 
 
 @dataclass
@@ -81,6 +102,7 @@ class WorkerPool:
         self.store_ok = True
         self.store_error: str | None = None
         self.disk_full = False
+        self.meter = ByteMeter()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
 
