@@ -32,7 +32,7 @@ from tidalq.server import ControlServer, bind_socket, inherited_socket
 from tidalq.store import open_store
 from tidalq.store.base import JobStore
 from tidalq.upstream.api import UpstreamClient
-from tidalq.worker import ByteMeter, WorkerPool
+from tidalq.worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -143,21 +143,11 @@ class Daemon:
             return None
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.max_concurrent * 4 + 8),
-            headers={"User-Agent": f"tidalq/{__version__}"},
-            trace_configs=[self._count_bytes(self.pool.meter)])
+            headers={"User-Agent": f"tidalq/{__version__}"})
         upstream = UpstreamClient(self.session, s.api_urls, s.cover_url)
-        self.pool.pipeline = Pipeline(s, upstream, Fetcher(self.session), slots)
+        fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add)
+        self.pool.pipeline = Pipeline(s, upstream, fetcher, slots)
         return self.pool.pipeline
-
-    @staticmethod
-    def _count_bytes(meter: ByteMeter) -> aiohttp.TraceConfig:
-        async def on_chunk(session: aiohttp.ClientSession, ctx: object,
-                           params: aiohttp.TraceResponseChunkReceivedParams) -> None:
-            meter.add(len(params.chunk))
-
-        trace = aiohttp.TraceConfig()
-        trace.on_response_chunk_received.append(on_chunk)
-        return trace
 
     async def start_http(self, ctx: Context) -> None:
         if self.settings.http_listen:

@@ -52,8 +52,10 @@ class Fetcher:
     """Downloads over one aiohttp session."""
 
     def __init__(self, session: aiohttp.ClientSession, *, read_timeout_s: float = 30,
-                 connect_timeout_s: float = 10, segment_parallel: int = 4) -> None:
+                 connect_timeout_s: float = 10, segment_parallel: int = 4,
+                 on_bytes: Callable[[int], None] | None = None) -> None:
         self.session = session
+        self.on_bytes = on_bytes or (lambda n: None)
         self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s,
                                              sock_read=read_timeout_s)
         self.segment_parallel = segment_parallel
@@ -95,8 +97,7 @@ class Fetcher:
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"CDN request failed: {exc}") from exc
 
-    @staticmethod
-    async def _stream_body(resp: aiohttp.ClientResponse, dest: Path, have: int,
+    async def _stream_body(self, resp: aiohttp.ClientResponse, dest: Path, have: int,
                            total: int | None, resumable: bool, progress: ProgressFn) -> int:
         done = have
         with dest.open("ab" if have else "wb") as out:
@@ -104,6 +105,7 @@ class Fetcher:
                 async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
                     out.write(chunk)
                     done += len(chunk)
+                    self.on_bytes(len(chunk))
                     progress(done, total)
             except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, TimeoutError):
                 raise _Cut(resumable) from None
@@ -123,6 +125,7 @@ class Fetcher:
                         raise UpstreamUnavailable("a DASH segment is implausibly large")
                     if resp.content_length is not None and len(data) != resp.content_length:
                         raise aiohttp.ClientPayloadError("segment cut short")
+                    self.on_bytes(len(data))
                     return data
             except CdnExpired:
                 raise
