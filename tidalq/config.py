@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -199,6 +198,8 @@ def default_config_path(env: Mapping[str, str]) -> Path:
 
 
 def read_config_file(path: Path, required: bool) -> dict[str, Any]:
+    import tomllib  # only when there is a file to read: the CLI starts faster without
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

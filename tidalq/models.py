@@ -7,7 +7,6 @@ socket, in ``--json`` output and on the HTTP API. Parsing functions validate and
 
 from __future__ import annotations
 
-import secrets
 import string
 import time
 from dataclasses import dataclass, field, replace
@@ -198,6 +197,8 @@ _BASE36 = string.digits + string.ascii_lowercase
 
 def new_job_id(now_ms: int | None = None) -> str:
     """``job-<epoch ms>-<9 base36 chars>``, as the seed's ids."""
+    import secrets  # only the daemon makes ids: keep the CLI's start-up light
+
     stamp = now_ms if now_ms is not None else int(time.time() * 1000)
     return f"job-{stamp}-" + "".join(secrets.choice(_BASE36) for _ in range(9))
 

@@ -134,6 +134,10 @@ class Pipeline:
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
         await self._run_lanes(todo, lambda t: self._album_track(job, t, album, entries, report))
         tracks = [entries[t.id] for t in album.tracks]
+        for entry in tracks:
+            if entry["status"] not in ("completed", "failed"):  # a lane died of a bug
+                entry.update(status="failed", error="internal error", retryable=True,
+                             failureCode=FailureCode.INTERNAL.value)
         failed = [e for e in tracks if e["status"] == "failed"]
         if failed:
             retryable = any(e.get("retryable") and e.get("attempts", 0) < job.max_attempts

@@ -15,6 +15,7 @@ leases alive, and stops work the moment a job is cancelled or its lease is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
@@ -104,6 +105,7 @@ class WorkerPool:
         self.disk_full = False
         self.meter = ByteMeter()
         self._wake = asyncio.Event()
+        self._beat_now = asyncio.Event()
         self._stopped = asyncio.Event()
 
     # -- state for `status` -------------------------------------------------------------------
@@ -234,6 +236,8 @@ class WorkerPool:
             now = time.monotonic()
             recent = [s for s in state.samples if now - s[0] < 30][-20:]
             state.samples = [*recent, (now, progress)]
+            if force:  # a track changed state: write it now, not at the next beat
+                self._beat_now.set()
 
         return report
 
@@ -309,7 +313,9 @@ class WorkerPool:
             for state in list(self.active.values()):
                 if renew or state.dirty:
                     await self._beat(state)
-            await asyncio.sleep(min(0.5, self.settings.lease / 3))
+            self._beat_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), min(0.5, self.settings.lease / 3))
 
     async def _beat(self, state: ActiveJob) -> None:
         job_id, token = state.job_id, state.claim.token
