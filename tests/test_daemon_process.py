@@ -252,3 +252,27 @@ def test_hostile_clients_never_crash_the_daemon(make_daemon: Any) -> None:
     assert "error" in exchange(b'{"jsonrpc":"2.0","id":1,"method":"queue.sta')[0]
     assert d.proc is not None and d.proc.poll() is None
     assert d.json("status")["success"] is True
+
+
+def test_drain_finishes_the_running_track_and_releases_the_album(
+        make_daemon: Any, fake_proc: FakeProcess, tmp_path: Path) -> None:
+    fake_proc.faults(throttle_bps=400_000)  # about 2 s a track, one track at a time
+    d = make_daemon(TIDALQ_MAX_CONCURRENT="1", TIDALQ_DRAIN_TIMEOUT="20s")
+    job_id = d.cli("add", "album", "200", "--max-attempts", "1").stdout.strip()
+    wait_until(lambda: bool(staging_leftovers(tmp_path / "lib")), 10, "first track started")
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(30) == 0
+    assert time.monotonic() - started < 6, "stopped after the running track, not the album"
+    d.env["TIDALQ_WORKERS"] = "off"  # look at the queue as the drain left it
+    d.start()
+    job = d.json("show", job_id)
+    assert job["status"] == "queued" and job["attempts"] == 0
+    assert job["completedTracks"] >= 1 and job["completedTracks"] < 4
+    d.signal(signal.SIGTERM)
+    d.wait_exit(30)
+    del d.env["TIDALQ_WORKERS"]
+    fake_proc.faults(throttle_bps=None)
+    d.start()
+    assert d.cli("wait", job_id, "--timeout", "60").returncode == 0
+    assert len(list((tmp_path / "lib").rglob("*.flac"))) == 4

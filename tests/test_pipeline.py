@@ -32,11 +32,11 @@ from tidalq.upstream.api import UpstreamClient
 
 
 def make_pipeline(session: aiohttp.ClientSession, fake: RunningFake, library: Path,
-                  **overrides: Any) -> Pipeline:
+                  read_timeout_s: float = 5, **overrides: Any) -> Pipeline:
     settings = load_settings({"download_dir": str(library), "api_urls": [fake.url],
                               "cover_url": fake.url, **overrides}, env={})
     up = UpstreamClient(session, settings.api_urls, settings.cover_url, read_timeout_s=5)
-    return Pipeline(settings, up, Fetcher(session, read_timeout_s=5),
+    return Pipeline(settings, up, Fetcher(session, read_timeout_s=read_timeout_s),
                     asyncio.Semaphore(settings.max_concurrent - 1))
 
 
@@ -174,6 +174,16 @@ async def test_cdn_faults_are_survived(session: aiohttp.ClientSession, fake: Run
     ranges = [r.range for r in fake.upstream.requests if r.path.startswith("/cdn/") and r.range]
     assert bool(ranges) == want_range
     assert not list((tmp_path / ".tidalq" / "staging").glob("*.part*"))
+
+
+async def test_stalled_cdn_body_times_out_and_resumes(session: aiohttp.ClientSession,
+                                                      fake: RunningFake, tmp_path: Path) -> None:
+    fake.faults.cdn_stall_s = 3
+    pipe = make_pipeline(session, fake, tmp_path, read_timeout_s=0.5)
+    result = await pipe.run_track_job(job("track", 1001), no_report)
+    flac_ok(Path(result["path"]))
+    ranges = [r.range for r in fake.upstream.requests if r.path.startswith("/cdn/") and r.range]
+    assert ranges and ranges[0].startswith("bytes=")
 
 
 async def test_cut_without_range_support_starts_over(session: aiohttp.ClientSession,

@@ -70,6 +70,10 @@ class Slots(asyncio.Semaphore):
         super().release()
 
 
+class Interrupted(Exception):
+    """Raised by an album job that stopped starting tracks because the daemon drains."""
+
+
 class AlbumFailed(DownloadError):
     """Raised when some tracks of an album failed; the others are in the library."""
 
@@ -114,6 +118,7 @@ class Pipeline:
         self.upstream = upstream
         self.fetcher = fetcher
         self.slots = slots
+        self.draining = False  # set on shutdown: albums finish running tracks, start no more
         self._covers: OrderedDict[str, bytes | None] = OrderedDict()
 
     # -- jobs --------------------------------------------------------------------------------
@@ -134,6 +139,9 @@ class Pipeline:
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
         await self._run_lanes(todo, lambda t: self._album_track(job, t, album, entries, report))
         tracks = [entries[t.id] for t in album.tracks]
+        if self.draining and any(e["status"] == "queued" for e in tracks):
+            report(self._album_fraction(album, entries), tracks, True)
+            raise Interrupted(f"album {album.id}: stopped between tracks for shutdown")
         for entry in tracks:
             if entry["status"] not in ("completed", "failed"):  # a lane died of a bug
                 entry.update(status="failed", error="internal error", retryable=True,
@@ -203,7 +211,7 @@ class Pipeline:
         pending = list(reversed(todo))
 
         async def drain() -> None:
-            while pending:
+            while pending and not self.draining:
                 await run(pending.pop())
 
         started: set[int] = set()

@@ -35,7 +35,7 @@ from tidalq.errors import (
     StoreUnavailable,
 )
 from tidalq.models import Claim, Failure, LeaseState
-from tidalq.pipeline import AlbumFailed, Pipeline, Slots
+from tidalq.pipeline import AlbumFailed, Interrupted, Pipeline, Slots
 from tidalq.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -255,6 +255,9 @@ class WorkerPool:
             if state.stop_reason == "drain":
                 await self._finish("release", state)
             log.info("job %s stopped: %s", job.id, state.stop_reason or "cancelled")
+        except Interrupted:
+            await self._finish("release", state, tracks=state.tracks)
+            log.info("job %s released between tracks for shutdown", job.id)
         except AlbumFailed as exc:
             await self._finish("fail", state, None, exc.tracks, self._failure(exc))
         except DownloadError as exc:
@@ -286,6 +289,8 @@ class WorkerPool:
                 if how == "complete":
                     await self.store.complete(job_id, token, result, tracks)
                 elif how == "release":
+                    if tracks is not None:
+                        await self.store.report_progress(job_id, token, state.progress, tracks)
                     await self.store.release(job_id, token)
                 else:
                     assert failure is not None
@@ -350,8 +355,10 @@ class WorkerPool:
         self.wake()
 
     async def drain(self, deadline_s: float) -> None:
-        """Let running jobs finish within the deadline; release the rest."""
+        """Let running tracks finish within the deadline; release the rest."""
         self.stop_claiming()
+        if self.pipeline is not None:
+            self.pipeline.draining = True
         tasks = [s.task for s in self.active.values() if s.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=deadline_s)
