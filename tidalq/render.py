@@ -123,12 +123,12 @@ def status_view(stats: dict[str, Any]) -> Group:
         parts.append(Text(f"! {w['problem']}", style="bold red"))
     for job in stats.get("active", []):
         bar = Table.grid(padding=(0, 1))
-        bar.add_column(width=26)
+        bar.add_column(width=28)
         bar.add_column(width=30)
         bar.add_column()
         eta = job.get("etaS")
         eta_text = f"ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
-        bar.add_row(f"{job['id'][:24]}", ProgressBar(total=1.0, completed=job["progress"],
+        bar.add_row(job["id"], ProgressBar(total=1.0, completed=job["progress"],
                                                      width=30),
                     f"{_percent(job['progress'])} {job['type']} {job['tidalId']} {eta_text}")
         parts.append(bar)

@@ -63,7 +63,10 @@ class ByteMeter:
         now = time.monotonic()
         while self._samples and now - self._samples[0][0] > self.window_s:
             self._samples.popleft()
-        return sum(n for _, n in self._samples) / self.window_s
+        if not self._samples:
+            return 0.0
+        span = max(1.0, now - self._samples[0][0])  # not diluted right after a start
+        return sum(n for _, n in self._samples) / span
 
 
 @dataclass
