@@ -12,6 +12,9 @@
     ├── StoreUnavailable            the job store cannot be reached or is broken
     ├── DaemonUnreachable           the CLI cannot talk to the daemon
     ├── RpcError                    the daemon answered a JSON-RPC error
+    ├── ProtocolError               a control-socket message cannot be handled (protocol.py)
+    ├── SocketInUse                 another daemon answers on the control socket (server.py)
+    ├── Interrupted                 an album stopped between tracks for shutdown (pipeline.py)
     └── DownloadError               one attempt at a download failed; has ``code`` and ``retryable``
         ├── RateLimited             the upstream asked us to slow down      (RATE_LIMITED)
         ├── UpstreamUnavailable     5xx, timeouts, resets, bad answers      (UPSTREAM_UNAVAILABLE)

@@ -26,6 +26,7 @@ from tidalq.errors import (
     DownloadError,
     FailureCode,
     QualityUnavailable,
+    TidalqError,
     UpstreamNotFound,
     from_os_error,
 )
@@ -70,7 +71,7 @@ class Slots(asyncio.Semaphore):
         super().release()
 
 
-class Interrupted(Exception):
+class Interrupted(TidalqError):
     """Raised by an album job that stopped starting tracks because the daemon drains."""
 
 

@@ -18,6 +18,8 @@ import json
 from enum import IntEnum
 from typing import Any
 
+from tidalq.errors import TidalqError
+
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20
 MAX_IDS_PER_CALL = 1000
@@ -46,8 +48,8 @@ class ErrorCode(IntEnum):
     FORBIDDEN = 1006
 
 
-class ProtocolError(Exception):
-    """A message that cannot be handled; carries the JSON-RPC error to answer with."""
+class ProtocolError(TidalqError):
+    """Raised when a message cannot be handled; carries the JSON-RPC error to answer with."""
 
     def __init__(self, code: ErrorCode, message: str, request_id: Any = None,
                  close: bool = False) -> None:
