@@ -45,7 +45,8 @@ def test_sigkill_at_several_points_then_restart(make_daemon: Any, fake_proc: Fak
     assert len(expected) == 5  # four tracks and cover.jpg
 
     fake_proc.faults(throttle_bps=400_000)  # about 2 s a track
-    d = make_daemon("victim")
+    # A 30 s lease: the restarted daemon must see that the holder died, not wait it out.
+    d = make_daemon("victim", TIDALQ_LEASE="30s")
     job_id = d.cli("add", "album", "200").stdout.strip()
     wait_until(lambda: bool(staging_leftovers(tmp_path / "lib")), 10, "a download started")
     d.signal(signal.SIGKILL)  # mid-track
@@ -54,8 +55,10 @@ def test_sigkill_at_several_points_then_restart(make_daemon: Any, fake_proc: Fak
     wait_until(lambda: completed_tracks(d, job_id) >= 1, 30, "one track done after restart")
     d.signal(signal.SIGKILL)  # between tracks or mid-way through the next
     d.wait_exit()
+    restarted = time.monotonic()
     d.start()
     assert d.cli("wait", job_id, "--timeout", "90").returncode == 0
+    assert time.monotonic() - restarted < 20, "resumed at once, not after the lease"
     job = d.json("show", job_id)
     assert job["status"] == "completed" and job["completedTracks"] == 4
     assert library(tmp_path / "lib") == expected, "byte-identical to an uninterrupted run"

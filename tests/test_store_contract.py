@@ -330,3 +330,19 @@ async def test_complete_and_claim_takes_the_next_job(store: JobStore) -> None:
     assert (await store.get(b.id)).status is JobStatus.PROCESSING
     last, none = await store.complete_and_claim(b.id, following.token, "w", 30)
     assert last.status is JobStatus.COMPLETED and none is None
+
+
+async def test_jobs_of_a_dead_worker_are_reaped_before_their_lease_ends(store: JobStore) -> None:
+    mine, _ = await store.submit(track(1))
+    theirs, _ = await store.submit(track(2))
+    dead = await store.claim("host:boot:111", 60)
+    alive = await store.claim("host:boot:222", 60)
+    assert dead is not None and alive is not None
+    assert (await store.get(mine.id)).worker == "host:boot:111"
+    assert await store.reap(["host:boot:999"]) == []
+    assert await store.reap(["host:boot:111"]) == [mine.id]
+    again = await store.get(mine.id)
+    assert again.status is JobStatus.QUEUED and again.stalls == 1 and again.attempts == 0
+    assert (await store.get(theirs.id)).status is JobStatus.PROCESSING
+    with pytest.raises(LeaseLost):
+        await store.complete(mine.id, dead.token)

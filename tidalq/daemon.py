@@ -26,6 +26,7 @@ from tidalq.errors import JobNotFound, StoreUnavailable
 from tidalq.http_api import HttpApi
 from tidalq.media.fetch import Fetcher
 from tidalq.media.verify import available_checks
+from tidalq.models import JobStatus
 from tidalq.pipeline import Pipeline, Slots
 from tidalq.rpc import Context
 from tidalq.server import ControlServer, bind_socket, inherited_socket
@@ -76,12 +77,42 @@ async def sweep_staging(store: JobStore, staging: Path) -> int:
     return removed
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return "noboot"
+
+
+def worker_id(pid: int) -> str:
+    """Who holds a lease: host, kernel boot and pid, so a restarted daemon can tell which
+    leases belonged to a dead daemon of this very machine."""
+    return f"{socket.gethostname()}:{_boot_id()}:{pid}"
+
+
+def dead_local_workers(workers: set[str]) -> set[str]:
+    """The worker ids of daemons on this machine (same boot) whose process is gone."""
+    prefix = worker_id(0).rsplit(":", 1)[0] + ":"
+    dead = set()
+    for worker in workers:
+        pid = worker.removeprefix(prefix)
+        if not worker.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            dead.add(worker)
+        except PermissionError:
+            pass  # alive, someone else's
+    return dead
+
+
 class Daemon:
     """One running daemon; :func:`run` drives it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = worker_id(os.getpid())
         self.stop_requested = asyncio.Event()
         self.forced = False
         self.store: JobStore | None = None
@@ -125,8 +156,11 @@ class Daemon:
         return self.pool
 
     async def recover(self, store: JobStore) -> None:
-        """Reap expired leases (never blindly requeue: another daemon may own the rest)."""
-        reaped = await store.reap()
+        """Reap expired leases, and those of daemons of this machine that died (a restart
+        after a crash resumes at once). Never blindly requeue: other daemons may own the rest."""
+        holders = {j.worker for j in await store.list_jobs(JobStatus.PROCESSING, 10_000)
+                   if j.worker}
+        reaped = await store.reap(dead_local_workers(holders))
         if reaped:
             log.warning("requeued %d job(s) whose worker died: %s", len(reaped),
                         ", ".join(reaped[:10]))

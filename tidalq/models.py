@@ -231,6 +231,7 @@ class Job:
     token: str | None = None
     lease_until_ms: int | None = None
     seq: int = 0
+    worker: str | None = None  # "host:boot:pid" of the daemon holding the lease
 
     def copy(self) -> Job:
         return replace(self, track_progress=[dict(t) for t in self.track_progress],
@@ -253,6 +254,7 @@ class Job:
             "maxAttempts": self.max_attempts,
             "error": self.error,
             "failureCode": self.failure_code,
+            "worker": self.worker if self.status is JobStatus.PROCESSING else None,
         }
         if self.spec.type == "album":
             tracks = self.track_progress
@@ -268,7 +270,8 @@ class Job:
         """Everything, for backends that persist the job as one document."""
         out = self.to_json()
         out.update(trackProgress=self.track_progress, result=self.result, stalls=self.stalls,
-                   token=self.token, leaseUntil=self.lease_until_ms, seq=self.seq)
+                   token=self.token, leaseUntil=self.lease_until_ms, seq=self.seq,
+                   worker=self.worker)
         return out
 
     @classmethod
@@ -284,6 +287,7 @@ class Job:
             failure_code=rec.get("failureCode"), track_progress=rec.get("trackProgress") or [],
             result=rec.get("result"), stalls=rec.get("stalls", 0), token=rec.get("token"),
             lease_until_ms=rec.get("leaseUntil"), seq=rec.get("seq", 0),
+            worker=rec.get("worker"),
         )
 
 

@@ -11,6 +11,7 @@ test seam and the reference model), ``sqlite.SqliteStore`` (the default) and
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from typing import Any
 
 from tidalq.errors import InvalidInput
@@ -100,8 +101,9 @@ class JobStore(abc.ABC):
         """Give a held job back to the queue without spending an attempt."""
 
     @abc.abstractmethod
-    async def reap(self) -> list[str]:
-        """Requeue (or fail, past ``max_stalls``) jobs whose lease expired."""
+    async def reap(self, dead_workers: Collection[str] = ()) -> list[str]:
+        """Requeue (or fail, past ``max_stalls``) jobs whose lease expired, and those held
+        by ``dead_workers`` (daemons known to have died) without waiting for their lease."""
 
     # -- the user's side --------------------------------------------------------------
     @abc.abstractmethod

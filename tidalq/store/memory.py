@@ -10,7 +10,7 @@ import asyncio
 import heapq
 import random
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from tidalq.errors import AmbiguousJobId, IllegalTransition, JobNotFound
@@ -158,12 +158,12 @@ class MemoryStore(JobStore):
             if job is None or job.status is not JobStatus.QUEUED or job.seq != seq \
                     or not rules.is_due(job, now):
                 continue
-            return self._claim_job(job_id, now, lease_ms(lease_s))
+            return self._claim_job(job_id, now, lease_ms(lease_s), worker)
         return None
 
-    def _claim_job(self, job_id: str, now: int, ms: int) -> Claim:
+    def _claim_job(self, job_id: str, now: int, ms: int, worker: str) -> Claim:
         token = rules.new_token()
-        claimed = self._apply(job_id, lambda j: rules.claim(j, now, token, ms))
+        claimed = self._apply(job_id, lambda j: rules.claim(j, now, token, ms, worker))
         return Claim(claimed, token, claimed.lease_until_ms or 0)
 
     async def renew(self, job_id: str, token: str, lease_s: float) -> LeaseState:
@@ -213,9 +213,9 @@ class MemoryStore(JobStore):
         now = self._clock()
         return self._finish(job_id, token, lambda j: rules.release(j, now))
 
-    async def reap(self) -> list[str]:
+    async def reap(self, dead_workers: Collection[str] = ()) -> list[str]:
         now = self._clock()
-        expired = [i for i in self._active if (self._jobs[i].lease_until_ms or 0) < now]
+        expired = [i for i in self._active if rules.reapable(self._jobs[i], now, dead_workers)]
         for job_id in expired:
             self._apply(job_id, lambda j: rules.reap(j, now, self.max_stalls))
         return expired

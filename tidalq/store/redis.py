@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -65,6 +65,7 @@ def _job_from_hash(flat: list[str] | dict[str, str]) -> Job:
         result=json.loads(h["result"]) if h.get("result") else None,
         stalls=int(h.get("stalls") or 0), token=h.get("token") or None,
         lease_until_ms=_opt_int(h.get("leaseUntil")), seq=int(h["seq"]),
+        worker=h.get("worker") or None,
     )
 
 
@@ -237,8 +238,9 @@ class RedisStore(JobStore):
     async def release(self, job_id: str, token: str) -> Job:
         return await self._finish(job_id, token, "release")
 
-    async def reap(self) -> list[str]:
-        return [str(i) for i in await self._script("reap", self.max_stalls)]
+    async def reap(self, dead_workers: Collection[str] = ()) -> list[str]:
+        dead = list(dead_workers)[:500]
+        return [str(i) for i in await self._script("reap", self.max_stalls, *dead)]
 
     # -- the user's side ------------------------------------------------------------------
     async def _user(self, job_id: str, op: str) -> Job:

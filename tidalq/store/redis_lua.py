@@ -193,10 +193,18 @@ if done[1] ~= 'ok' and done[1] ~= 'noop' then return {done, {}} end
 return {done, claim_one(tonumber(ARGV[11]), ARGV[12], ARGV[13])}
 """
 
+# ARGV[1] = stall limit; ARGV[2..] = workers known to be dead (their jobs go at once).
 REAP = PRELUDE + r"""
 local max_stalls = tonumber(ARGV[1])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', P .. ':active', '-inf', '(' .. now, 'LIMIT', 0, 1000)
+if #ARGV > 1 then
+  local dead = {}
+  for i = 2, #ARGV do dead[ARGV[i]] = true end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':active', '(' .. now, '+inf')) do
+    if dead[get(id, 'worker') or ''] then table.insert(expired, id) end
+  end
+end
 for _, id in ipairs(expired) do
   redis.call('ZREM', P .. ':active', id)
   local stalls = tonumber(get(id, 'stalls') or '0') + 1

@@ -8,6 +8,7 @@ transition, mutates the given :class:`Job` and returns the event kind to record.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 
 from tidalq.errors import FailureCode, IllegalTransition, LeaseLost
 from tidalq.models import Failure, Job, JobSpec, JobStatus, LeaseState, Priority
@@ -38,11 +39,12 @@ def _refuse(job: Job, action: str) -> IllegalTransition:
     return IllegalTransition(f"cannot {action} job {job.id}: it is {job.status.value}")
 
 
-def claim(job: Job, now: int, token: str, lease_ms: int) -> str:
+def claim(job: Job, now: int, token: str, lease_ms: int, worker: str) -> str:
     if job.status is not JobStatus.QUEUED:
         raise _refuse(job, "claim")
     job.status = JobStatus.PROCESSING
     job.token = token
+    job.worker = worker
     job.lease_until_ms = now + lease_ms
     job.attempts += 1
     job.next_retry_at = None
@@ -182,6 +184,12 @@ def reap(job: Job, now: int, max_stalls: int) -> str:
     job.attempts = max(0, job.attempts - 1)
     job.updated_at = now
     return "stalled"
+
+
+def reapable(job: Job, now: int, dead_workers: Collection[str]) -> bool:
+    """Its lease ran out, or the daemon holding it is known to be dead."""
+    return job.status is JobStatus.PROCESSING and (
+        (job.lease_until_ms or 0) < now or job.worker in dead_workers)
 
 
 def is_due(job: Job, now: int) -> bool:

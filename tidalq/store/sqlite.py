@@ -18,7 +18,7 @@ import json
 import os
 import random
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -311,7 +311,7 @@ class SqliteStore(JobStore):
         if row is None:
             return None
         token = rules.new_token()
-        job = self._apply(row[0], lambda j: rules.claim(j, now, token, ms))(conn)
+        job = self._apply(row[0], lambda j: rules.claim(j, now, token, ms, worker))(conn)
         conn.execute("UPDATE jobs SET worker=? WHERE id=?", (worker, job.id))
         return Claim(job, token, job.lease_until_ms or 0)
 
@@ -405,12 +405,15 @@ class SqliteStore(JobStore):
         now = now_ms()
         return await self._finish(job_id, token, lambda j: rules.release(j, now))
 
-    async def reap(self) -> list[str]:
+    async def reap(self, dead_workers: Collection[str] = ()) -> list[str]:
+        dead = list(dead_workers)[:500]
+
         def fn(conn: sqlite3.Connection) -> list[str]:
             now = now_ms()
+            marks = ",".join("?" * len(dead)) or "NULL"
             rows = conn.execute(
-                "SELECT id FROM jobs WHERE status='processing' AND lease_until < ? LIMIT 1000",
-                (now,)).fetchall()
+                "SELECT id FROM jobs WHERE status='processing' AND (lease_until < ? OR "
+                f"worker IN ({marks})) LIMIT 1000", (now, *dead)).fetchall()
             for (job_id,) in rows:
                 self._apply(job_id, lambda j: rules.reap(j, now, self.max_stalls))(conn)
             return [r[0] for r in rows]
