@@ -277,7 +277,7 @@ class Pipeline:
                     on_progress: Progress) -> dict[str, Any]:
         meta = req.meta
         target = self._target(meta, req.quality.extension)
-        if self._identical_exists(target, meta, req.quality):
+        if await asyncio.to_thread(self._identical_exists, target, meta, req.quality):
             return await self._skipped(target, req.quality)
         served = await self.resolve(meta.id, req.quality)
         if req.min_quality is not None and served.quality.rank < req.min_quality.rank:
@@ -286,7 +286,7 @@ class Pipeline:
         extension = ".flac" if served.stream.codec == "flac" else ".m4a"
         if extension != target.suffix:
             target = self._target(meta, extension)
-        if self._identical_exists(target, meta, served.quality):
+        if await asyncio.to_thread(self._identical_exists, target, meta, served.quality):
             return await self._skipped(target, served.quality)
         staging = self.settings.staging_dir / f"{req.staging_key}-{meta.id}.part{extension}"
         return await self._download_and_publish(req, served, staging, target, on_progress)
