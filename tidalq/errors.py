@@ -26,8 +26,10 @@
         ├── CdnExpired              a signed CDN URL expired (403)          (CDN_EXPIRED)
         ├── IntegrityFailed         a file failed verification              (INTEGRITY)
         ├── DiskFull                ENOSPC while writing                    (DISK_FULL)
-        ├── PermissionDenied        EACCES/EPERM while writing              (PERMISSION)
-        └── Cancelled               the job was cancelled while running     (CANCELLED)
+        └── PermissionDenied        EACCES/EPERM while writing              (PERMISSION)
+
+A cancelled job carries ``CANCELLED`` from the store; its download is stopped by asyncio
+cancellation, not by an exception of ours.
 
 Foreign exceptions (aiohttp, redis, sqlite3, mutagen, OSError) are translated at one
 boundary each and chained with ``from``.
@@ -189,11 +191,6 @@ class PermissionDenied(DownloadError):
 
     code = FailureCode.PERMISSION
 
-
-class Cancelled(DownloadError):
-    """Raised inside a download when its job was cancelled."""
-
-    code = FailureCode.CANCELLED
 
 
 def from_os_error(exc: OSError) -> DownloadError:

@@ -318,12 +318,6 @@ class Failure:
     retry_after_ms: int | None = None
 
 
-class StatsJSON(TypedDict):
-    success: bool
-    queue: dict[str, int]
-    worker: dict[str, Any]
-
-
 @dataclass(frozen=True)
 class Event:
     """One entry of the store's event feed. ``id`` is opaque and ordered per backend."""

@@ -25,12 +25,6 @@ MAX_LINE_BYTES = 1 << 20
 MAX_IDS_PER_CALL = 1000
 MAX_JOBS_PER_SUBMIT = 1000
 
-METHODS = (
-    "queue.submit", "queue.list", "queue.get", "queue.cancel", "queue.retry", "queue.remove",
-    "queue.pause", "queue.resume", "queue.stats", "queue.wait", "events.subscribe",
-    "daemon.hello", "daemon.shutdown",
-)
-
 
 class ErrorCode(IntEnum):
     """JSON-RPC's standard codes, then tidalq's own (positive, above them)."""
@@ -44,7 +38,6 @@ class ErrorCode(IntEnum):
     AMBIGUOUS_JOB_ID = 1002
     ILLEGAL_TRANSITION = 1003
     STORE_UNAVAILABLE = 1004
-    SHUTTING_DOWN = 1005
     FORBIDDEN = 1006
 
 

@@ -22,7 +22,6 @@ from tidalq.errors import (
     InvalidInput,
     JobNotFound,
     StoreUnavailable,
-    TidalqError,
 )
 from tidalq.models import (
     Job,
@@ -278,5 +277,3 @@ async def dispatch(ctx: Context, method: str, params: dict[str, Any]) -> Any:
     handler = METHOD_TABLE[method]
     return await handler(ctx, params)
 
-
-__all__ = ["METHOD_TABLE", "Context", "TidalqError", "dispatch", "error_code"]

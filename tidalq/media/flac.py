@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 MAGIC = b"fLaC"
 STREAMINFO = 0
-PICTURE = 6
 
 
 def _table(poly: int, width: int) -> list[int]:

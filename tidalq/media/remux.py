@@ -16,8 +16,6 @@ from typing import BinaryIO
 from tidalq.errors import IntegrityFailed
 from tidalq.media import flac
 
-CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex"}
-
 
 def iter_boxes(data: bytes | memoryview, start: int = 0,
                end: int | None = None) -> Iterator[tuple[bytes, int, int]]:

@@ -24,7 +24,6 @@ from tidalq.models import (
     JobStatus,
     LeaseState,
     Priority,
-    parse_max_attempts,
 )
 from tidalq.store.rules import DEFAULT_MAX_STALLS
 
@@ -164,10 +163,6 @@ def check_progress(progress: float) -> float:
     if not isinstance(progress, int | float) or progress != progress:
         raise InvalidInput("progress must be a number", "progress")
     return min(1.0, max(0.0, float(progress)))
-
-
-def check_submit(max_attempts: int) -> int:
-    return parse_max_attempts(max_attempts)
 
 
 def check_limit(limit: int) -> int:

@@ -25,6 +25,7 @@ from tidalq.models import (
     Priority,
     new_job_id,
     now_ms,
+    parse_max_attempts,
 )
 from tidalq.store import rules
 from tidalq.store.base import (
@@ -33,7 +34,6 @@ from tidalq.store.base import (
     check_limit,
     check_progress,
     check_size,
-    check_submit,
     lease_ms,
 )
 
@@ -106,7 +106,7 @@ class MemoryStore(JobStore):
     # -- submitting and reading -----------------------------------------------------------
     async def submit(self, spec: JobSpec, *, priority: Priority = Priority.NORMAL,
                      max_attempts: int = 3) -> tuple[Job, bool]:
-        check_submit(max_attempts)
+        parse_max_attempts(max_attempts)
         existing = self._live.get(spec.dedupe_key)
         if existing is not None:
             return self._jobs[existing].copy(), False

@@ -33,6 +33,7 @@ from tidalq.models import (
     LeaseState,
     Priority,
     new_job_id,
+    parse_max_attempts,
 )
 from tidalq.store import redis_lua as lua
 from tidalq.store import rules
@@ -42,7 +43,6 @@ from tidalq.store.base import (
     check_limit,
     check_progress,
     check_size,
-    check_submit,
     lease_ms,
 )
 
@@ -136,7 +136,7 @@ class RedisStore(JobStore):
     # -- submitting and reading -----------------------------------------------------------
     async def submit(self, spec: JobSpec, *, priority: Priority = Priority.NORMAL,
                      max_attempts: int = 3) -> tuple[Job, bool]:
-        check_submit(max_attempts)
+        parse_max_attempts(max_attempts)
         created, flat = await self._script(
             "submit", new_job_id(), json.dumps(spec.to_json()), spec.dedupe_key,
             priority.rank, priority.value, max_attempts)

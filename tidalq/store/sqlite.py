@@ -41,6 +41,7 @@ from tidalq.models import (
     Priority,
     new_job_id,
     now_ms,
+    parse_max_attempts,
 )
 from tidalq.store import rules
 from tidalq.store.base import (
@@ -49,7 +50,6 @@ from tidalq.store.base import (
     check_limit,
     check_progress,
     check_size,
-    check_submit,
     lease_ms,
 )
 
@@ -242,7 +242,7 @@ class SqliteStore(JobStore):
     # -- submitting and reading -----------------------------------------------------------
     async def submit(self, spec: JobSpec, *, priority: Priority = Priority.NORMAL,
                      max_attempts: int = 3) -> tuple[Job, bool]:
-        check_submit(max_attempts)
+        parse_max_attempts(max_attempts)
 
         def fn(conn: sqlite3.Connection) -> tuple[Job, bool]:
             row = conn.execute(

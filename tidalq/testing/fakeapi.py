@@ -276,7 +276,7 @@ class FakeUpstream:
         if name == "track.m4a":
             return await self._send(request, media.fixture("track.m4a"))
         if name == "track.flac":
-            return await self._send_file(request, await self.flac_file(track))
+            return await self._send(request, await self.flac_file(track))
         if name == "manifest.mpd":
             text = media.mpd(self._stream(track, True), await self._layout(track),
                              f"{self._origin(request)}/cdn/{track.id}/dash/",
@@ -286,9 +286,6 @@ class FakeUpstream:
         path = directory / name
         if not path.is_file() or "/" in name:
             return web.Response(status=404)
-        return await self._send_file(request, path)
-
-    async def _send_file(self, request: web.Request, path: Path) -> web.StreamResponse:
         return await self._send(request, path)
 
     async def _send(self, request: web.Request, source: Path | bytes) -> web.StreamResponse:
