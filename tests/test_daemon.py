@@ -176,11 +176,11 @@ async def test_cancel_a_running_album_stops_within_a_second(daemon: Daemon,
 
 
 async def _has_files(path: Path) -> bool:
-    return path.is_dir() and any(path.iterdir())
+    return any(p.is_file() for p in path.rglob("*"))
 
 
 async def _empty(path: Path) -> bool:
-    return not path.is_dir() or not any(path.iterdir())
+    return not await _has_files(path)
 
 
 async def test_pause_and_resume_the_queue(daemon: Daemon) -> None:

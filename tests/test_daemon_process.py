@@ -27,7 +27,7 @@ def library(root: Path) -> dict[str, str]:
 
 def staging_leftovers(root: Path) -> list[Path]:
     staging = root / ".tidalq" / "staging"
-    return list(staging.iterdir()) if staging.exists() else []
+    return [p for p in staging.rglob("*") if p.is_file()]
 
 
 def completed_tracks(d: DaemonProcess, job_id: str) -> int:

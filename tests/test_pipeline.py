@@ -173,7 +173,7 @@ async def test_cdn_faults_are_survived(session: aiohttp.ClientSession, fake: Run
     flac_ok(Path(result["path"]))
     ranges = [r.range for r in fake.upstream.requests if r.path.startswith("/cdn/") and r.range]
     assert bool(ranges) == want_range
-    assert not list((tmp_path / ".tidalq" / "staging").glob("*.part*"))
+    assert not list((tmp_path / ".tidalq" / "staging").rglob("*.part*"))
 
 
 async def test_stalled_cdn_body_times_out_and_resumes(session: aiohttp.ClientSession,
@@ -227,7 +227,7 @@ async def test_failures_leave_nothing_in_the_library(session: aiohttp.ClientSess
     with pytest.raises(error) as err:
         await make_pipeline(session, fake, tmp_path).run_track_job(job("track", 1003), no_report)
     assert audio_files(tmp_path) == []
-    assert not list((tmp_path / ".tidalq" / "staging").glob("*"))
+    assert not list((tmp_path / ".tidalq" / "staging").rglob("*.*"))
     if error is DownloadError:
         assert err.value.code.value == "RATE_LIMITED"  # type: ignore[attr-defined]
 
@@ -259,16 +259,16 @@ async def test_cancel_stops_the_download_within_a_second(session: aiohttp.Client
     task = asyncio.create_task(pipe.run_track_job(job("track", 1003), no_report))
     staging = tmp_path / ".tidalq" / "staging"
     for _ in range(200):
-        if staging.exists() and list(staging.glob("*.part*")):
+        if staging.exists() and list(staging.rglob("*.part*")):
             break
         await asyncio.sleep(0.02)
-    assert list(staging.glob("*.part*")), "the download started"
+    assert list(staging.rglob("*.part*")), "the download started"
     started = asyncio.get_running_loop().time()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert asyncio.get_running_loop().time() - started < 1.0
-    assert not list(staging.glob("*")) and audio_files(tmp_path) == []
+    assert not list(staging.rglob("*.*")) and audio_files(tmp_path) == []
 
 
 async def test_disk_full_fails_with_disk_full(session: aiohttp.ClientSession,
@@ -284,7 +284,7 @@ async def test_disk_full_fails_with_disk_full(session: aiohttp.ClientSession,
             await make_pipeline(session, fake, mount).run_track_job(job("track", 1001),
                                                                     no_report)
         assert audio_files(mount) == []
-        assert not list((mount / ".tidalq" / "staging").glob("*"))
+        assert not list((mount / ".tidalq" / "staging").rglob("*.*"))
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 

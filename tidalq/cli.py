@@ -157,7 +157,7 @@ def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int]]:
         match = URL_ID.match(item)
         if match:
             targets.append((match.group(1), int(match.group(2))))
-        elif item.isdigit() and 0 < int(item) < 2**53:
+        elif item.isascii() and item.isdigit() and 0 < int(item) < 2**53:
             if kind is None:
                 raise click.UsageError(f"{item}: say whether it is a track or an album, "
                                        f"e.g. `tidalq add album {item}`")

@@ -8,6 +8,7 @@ standard library and platformdirs, so the CLI stays fast.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -45,6 +46,8 @@ ENV_KEYS: dict[str, str] = {
     "workers": "TIDALQ_WORKERS",
     "lease": "TIDALQ_LEASE",
     "drain_timeout": "TIDALQ_DRAIN_TIMEOUT",
+    "retry_after_max": "TIDALQ_RETRY_AFTER_MAX",
+    "http_allowed_hosts": "TIDALQ_HTTP_ALLOWED_HOSTS",
 }
 
 
@@ -71,6 +74,8 @@ class Settings:
     workers: bool = True
     lease: float = 30.0
     drain_timeout: float = 20.0
+    retry_after_max: float = 6 * 3600.0
+    http_allowed_hosts: tuple[str, ...] = ()
     config_file: Path | None = None
 
     @property
@@ -100,26 +105,57 @@ def _path(value: Any, key: str) -> Path:
     return Path(os.path.expanduser(_text(value, key)))
 
 
+_WHOLE = re.compile(r"^\s*[0-9]{1,9}\s*$")  # ASCII digits only: "²" and "٣" are not numbers here
+
+
 def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _WHOLE.match(value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         raise ConfigError(f"{key} must be a whole number from 1 to 1000", key)
     return value
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+# (lowest, highest) seconds each duration key may take
+DURATION_RANGES: dict[str, tuple[float, float]] = {
+    "poll_interval": (0.01, 3600.0),
+    "retention": (1.0, 3650 * 86400.0),
+    "lease": (1.0, 3600.0),
+    "drain_timeout": (0.0, 3600.0),
+    "retry_after_max": (1.0, 7 * 86400.0),
+}
 
 
 def parse_duration(value: Any, key: str) -> float:
-    """``30``, ``"90s"``, ``"15m"``, ``"24h"``, ``"7d"`` -> seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match or float(match[1]) <= 0:
-        raise ConfigError(f"{key} must be a positive duration such as 30s, 15m, 24h", key)
-    return float(match[1]) * _UNIT_S[match[2]]
+    """``30``, ``"90s"``, ``"15m"``, ``"24h"``, ``"7d"`` -> seconds, finite and in the
+    key's range."""
+    low, high = DURATION_RANGES.get(key, (0.001, 3650 * 86400.0))
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match[1]) * _UNIT_S[match[2]]
+    if seconds is None or not math.isfinite(seconds) or not low <= seconds <= high \
+            or seconds <= 0 < low:
+        raise ConfigError(f"{key} must be a duration from {_span(low)} to {_span(high)}, "
+                          "such as 30s, 15m, 24h", key)
+    return seconds
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _hosts(value: Any, key: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(h, str) for h in items):
+        raise ConfigError(f"{key} must be a list of host names (HOST or HOST:PORT)", key)
+    return tuple(h.strip().lower() for h in items if h.strip())
 
 
 def _urls(value: Any, key: str) -> tuple[str, ...]:
@@ -165,7 +201,7 @@ def _switch(value: Any, key: str) -> bool:
 def _listen(value: Any, key: str) -> str:
     text = _text(value, key)
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
+    if not sep or not _WHOLE.match(port) or not 0 <= int(port) < 65536 or not host:
         raise ConfigError(f"{key} must be HOST:PORT, for example 127.0.0.1:5173", key)
     return text
 
@@ -185,6 +221,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "path_template": _template, "http_listen": _listen, "http_token": _text,
     "http_cors_origins": _urls,
     "workers": _switch, "lease": parse_duration, "drain_timeout": parse_duration,
+    "retry_after_max": parse_duration, "http_allowed_hosts": _hosts,
 }
 
 

@@ -1,5 +1,8 @@
-"""The daemon's lifecycle, top-down: settings → store → reap expired leases and sweep stale
-staging files → HTTP session and worker pool → control socket (or systemd's) → READY=1.
+"""The daemon's lifecycle, top-down: settings → control socket (refused if another daemon
+answers there) → this daemon's lock on the library (:mod:`tidalq.instance`) → store →
+reap the leases of dead daemons and remove their staging folders → HTTP session and worker
+pool → serve the socket (or systemd's) → READY=1. A daemon that does not get to run
+touches nothing in the library.
 
 The first SIGTERM/SIGINT drains: claims stop, running tracks get ``drain_timeout`` to
 finish, the rest go back to ``queued`` without spending an attempt; exit status 0. A
@@ -16,14 +19,16 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 
 from tidalq import __version__
 from tidalq.config import Settings, redact_url
-from tidalq.errors import JobNotFound, StoreUnavailable
+from tidalq.errors import StoreUnavailable, from_os_error
 from tidalq.http_api import HttpApi
+from tidalq.instance import Instance, dead_instances, instance_of, worker_name
 from tidalq.media.fetch import Fetcher
 from tidalq.media.verify import available_checks
 from tidalq.models import JobStatus
@@ -59,62 +64,16 @@ def sd_notify(message: str) -> bool:
         return False
 
 
-async def sweep_staging(store: JobStore, staging: Path) -> int:
-    """Remove staging files of jobs that are gone or finished; keep those of live jobs
-    (a queued job resumes its partial download with Range)."""
-    if not staging.is_dir():
-        return 0
-    removed = 0
-    for path in staging.iterdir():
-        job_id = path.name.rsplit("-", 1)[0] if path.name.startswith("job-") else None
-        keep = False
-        if job_id is not None:
-            with contextlib.suppress(JobNotFound):
-                keep = (await store.get(job_id)).status.live
-        if not keep:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
-    except OSError:
-        return "noboot"
-
-
-def worker_id(pid: int) -> str:
-    """Who holds a lease: host, kernel boot and pid, so a restarted daemon can tell which
-    leases belonged to a dead daemon of this very machine."""
-    return f"{socket.gethostname()}:{_boot_id()}:{pid}"
-
-
-def dead_local_workers(workers: set[str]) -> set[str]:
-    """The worker ids of daemons on this machine (same boot) whose process is gone."""
-    prefix = worker_id(0).rsplit(":", 1)[0] + ":"
-    dead = set()
-    for worker in workers:
-        pid = worker.removeprefix(prefix)
-        if not worker.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            dead.add(worker)
-        except PermissionError:
-            pass  # alive, someone else's
-    return dead
-
-
 class Daemon:
     """One running daemon; :func:`run` drives it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.worker_id = worker_id(os.getpid())
+        self.instance: Instance | None = None
+        self.worker_id = ""
         self.stop_requested = asyncio.Event()
         self.forced = False
+        self.failed = False  # a background task died: exit non-zero
         self.store: JobStore | None = None
         self.session: aiohttp.ClientSession | None = None
         self.pool: WorkerPool | None = None
@@ -129,46 +88,77 @@ class Daemon:
         s = self.settings
         log.info("tidalq %s starting: store %s, library %s", __version__, redact_url(s.store),
                  s.download_dir)
+        listening = self.own_socket()
+        self.instance = self.lock_library()
+        self.worker_id = worker_name(self.instance.id)
         self.store = await open_store(s.store)
-        await self.recover(self.store)
-        pipeline = await self.start_downloads(self.store)
+        await self.recover(self.store, self.instance)
+        pipeline = await self.start_downloads(self.store, self.instance)
         ctx = Context(s, self.store, self.pool_or_raise, self.request_stop,
                       checks=available_checks())
         log.info("verification available: %s", ", ".join(ctx.checks))
         self.server = ControlServer(ctx)
-        listening = inherited_socket()
-        if listening is None:
-            listening = bind_socket(s.socket, s.socket_group)
-            self.bound_socket = True
         await self.server.start(listening)
         await self.start_http(ctx)
         if pipeline is None:
             log.warning("%s", self.pool_or_raise.problem() or "workers are off: control only")
         sd_notify("READY=1\nSTATUS=" + await self.status_line())
-        self._tasks += [asyncio.create_task(self.pool_or_raise.run(), name="claims"),
-                        asyncio.create_task(self.pool_or_raise.heartbeat(), name="heartbeat"),
-                        asyncio.create_task(self.maintenance(), name="maintenance")]
+        self._tasks += [self._supervised(self.pool_or_raise.run, "claims"),
+                        self._supervised(self.pool_or_raise.heartbeat, "heartbeat"),
+                        self._supervised(self.maintenance, "maintenance")]
         log.info("ready on %s", s.socket)
+
+    def own_socket(self) -> socket.socket:
+        """The listening control socket, first of all: a second daemon is refused here,
+        before it has touched anything."""
+        listening = inherited_socket()
+        if listening is None:
+            listening = bind_socket(self.settings.socket, self.settings.socket_group)
+            self.bound_socket = True
+        return listening
+
+    def lock_library(self) -> Instance:
+        try:
+            return Instance.acquire(self.settings.download_dir)
+        except OSError as exc:
+            raise from_os_error(exc) from exc
+
+    def _supervised(self, body: Callable[[], Coroutine[Any, Any, None]], name: str
+                    ) -> asyncio.Task[None]:
+        """A background task that must not die quietly: if it raises while the daemon runs,
+        the daemon stops with status 1 and systemd restarts it."""
+        task = asyncio.create_task(body(), name=name)
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if done.cancelled() or done.exception() is None or self.stop_requested.is_set():
+                return  # the claim loop ends by itself when claims stop
+            exc = done.exception()
+            log.critical("background task %s died: %r; stopping so the daemon is restarted",
+                         name, exc, exc_info=exc)
+            self.failed = True
+            self.request_stop()
+
+        task.add_done_callback(ended)
+        return task
 
     @property
     def pool_or_raise(self) -> WorkerPool:
         assert self.pool is not None
         return self.pool
 
-    async def recover(self, store: JobStore) -> None:
-        """Reap expired leases, and those of daemons of this machine that died (a restart
-        after a crash resumes at once). Never blindly requeue: other daemons may own the rest."""
+    async def recover(self, store: JobStore, instance: Instance) -> None:
+        """Remove what daemons of this library that died left in staging, and reap their
+        leases at once (a restart after a crash resumes without waiting). The leases of
+        daemons that may be alive are never touched: they expire or are renewed."""
+        dead = await asyncio.to_thread(dead_instances, self.settings.download_dir, instance.id)
         holders = {j.worker for j in await store.list_jobs(JobStatus.PROCESSING, 10_000)
-                   if j.worker}
-        reaped = await store.reap(dead_local_workers(holders))
+                   if j.worker and instance_of(j.worker) in dead}
+        reaped = await store.reap(holders)
         if reaped:
-            log.warning("requeued %d job(s) whose worker died: %s", len(reaped),
+            log.warning("requeued %d job(s) whose daemon died: %s", len(reaped),
                         ", ".join(reaped[:10]))
-        swept = await sweep_staging(store, self.settings.staging_dir)
-        if swept:
-            log.info("removed %d stale staging file(s)", swept)
 
-    async def start_downloads(self, store: JobStore) -> Pipeline | None:
+    async def start_downloads(self, store: JobStore, instance: Instance) -> Pipeline | None:
         s = self.settings
         slots = Slots(s.max_concurrent)
         self.pool = WorkerPool(store, None, s, self.worker_id, slots)
@@ -180,7 +170,7 @@ class Daemon:
             headers={"User-Agent": f"tidalq/{__version__}"})
         upstream = UpstreamClient(self.session, s.api_urls, s.cover_url)
         fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add)
-        self.pool.pipeline = Pipeline(s, upstream, fetcher, slots)
+        self.pool.pipeline = Pipeline(s, upstream, fetcher, slots, instance.staging_dir)
         return self.pool.pipeline
 
     async def start_http(self, ctx: Context) -> None:
@@ -263,6 +253,11 @@ class Daemon:
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()
+        if self.instance is not None:
+            # after a forced exit our leases remain: leave the lock file, so the next
+            # daemon of this library sees a dead daemon and reaps them at once
+            drained = not self.forced and (self.pool is None or not self.pool.active)
+            self.instance.release(clean=drained)
         if self.bound_socket:
             with contextlib.suppress(OSError):
                 self.settings.socket.unlink()
@@ -283,4 +278,4 @@ async def run(settings: Settings, install_signals: bool = True) -> int:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-    return EXIT_FORCED if daemon.forced else EXIT_DRAINED
+    return EXIT_FORCED if daemon.forced or daemon.failed else EXIT_DRAINED

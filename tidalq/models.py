@@ -142,7 +142,7 @@ class JobSpec:
 
 def parse_tidal_id(value: object, field_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.isdigit() and len(value) < 17:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 17:
             value = int(value)
         else:
             raise InvalidInput(f"{field_name} must be a positive integer", field_name)
@@ -308,14 +308,24 @@ class LeaseState(StrEnum):
     CANCELLED = "cancelled"
 
 
+MAX_RETRY_AFTER_MS = 7 * 86400 * 1000
+
+
 @dataclass(frozen=True)
 class Failure:
-    """One failed attempt, as the worker reports it to the store."""
+    """One failed attempt, as the worker reports it to the store. A retry delay is kept
+    within a week, whatever a server asked for: every store can hold it."""
 
     message: str
     code: str
     retryable: bool
     retry_after_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.retry_after_ms is not None:
+            delay = self.retry_after_ms if self.retry_after_ms == self.retry_after_ms else 0
+            object.__setattr__(self, "retry_after_ms",
+                               int(min(max(0, delay), MAX_RETRY_AFTER_MS)))
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,23 @@ tracks already done.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import secrets
+import shutil
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tidalq.config import Settings
 from tidalq.errors import (
     CdnExpired,
     DownloadError,
     FailureCode,
+    IntegrityFailed,
     QualityUnavailable,
     TidalqError,
     UpstreamNotFound,
@@ -45,12 +48,34 @@ Progress = Callable[[float], None]
 FRESH_MANIFEST_TRIES = 3
 
 
+class Attempt(Protocol):
+    """One attempt at a job, as the worker runs it under a lease."""
+
+    @property
+    def key(self) -> str:
+        """Names this attempt's staging files: no two attempts share one."""
+
+    def check_lease(self) -> None:
+        """Raise LeaseLost when this attempt may no longer publish anything."""
+
+
+@dataclass(frozen=True)
+class Unleased:
+    """An attempt outside the worker pool (tests, benchmarks): it always may publish."""
+
+    key: str
+
+    def check_lease(self) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class TrackRequest:
     meta: TrackMeta
     quality: Quality
     min_quality: Quality | None
-    staging_key: str
+    attempt: Attempt
+    edition: bool = False  # the album folder carries the album id (another edition is there)
 
 
 class Slots(asyncio.Semaphore):
@@ -86,13 +111,37 @@ class AlbumFailed(DownloadError):
         self.tracks = tracks
 
 
-def publish(staging: Path, target: Path) -> None:
-    """Durably move a verified staging file into place."""
+def publish(staging: Path, target: Path, check_lease: Callable[[], None] = lambda: None
+            ) -> None:
+    """Durably move a verified staging file into place, if the attempt still holds its
+    lease at the last moment. A target on another filesystem gets a copy beside it first,
+    so the final step is always one rename."""
     with staging.open("rb+") as fh:
         os.fsync(fh.fileno())
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, target)
+    check_lease()
+    try:
+        os.replace(staging, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _publish_across_filesystems(staging, target, check_lease)
     fsync_dir(target.parent)
+
+
+def _publish_across_filesystems(staging: Path, target: Path,
+                                check_lease: Callable[[], None]) -> None:
+    tmp = target.with_name(f".{secrets.token_hex(6)}.tidalq-tmp")
+    try:
+        with staging.open("rb") as src, tmp.open("xb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        check_lease()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    staging.unlink()
 
 
 def fsync_dir(directory: Path) -> None:
@@ -114,8 +163,10 @@ class Pipeline:
     """Runs track and album jobs; shares the daemon's download slots."""
 
     def __init__(self, settings: Settings, upstream: UpstreamClient, fetcher: Fetcher,
-                 slots: Slots | asyncio.Semaphore | None = None) -> None:
+                 slots: Slots | asyncio.Semaphore | None = None,
+                 staging_dir: Path | None = None) -> None:
         self.settings = settings
+        self.staging_dir = staging_dir or settings.staging_dir
         self.upstream = upstream
         self.fetcher = fetcher
         self.slots = slots
@@ -123,22 +174,29 @@ class Pipeline:
         self._covers: OrderedDict[str, bytes | None] = OrderedDict()
 
     # -- jobs --------------------------------------------------------------------------------
-    async def run_track_job(self, job: Job, report: Report) -> dict[str, Any]:
+    async def run_track_job(self, job: Job, report: Report,
+                            attempt: Attempt | None = None) -> dict[str, Any]:
         meta = await self.upstream.track_in_album(job.spec.tidal_id)
-        request = TrackRequest(meta, job.spec.quality, job.spec.min_quality, job.id)
+        request = TrackRequest(meta, job.spec.quality, job.spec.min_quality,
+                               attempt or Unleased(job.id))
 
         def on_progress(fraction: float) -> None:
             report(fraction, None, False)
 
         return await self.track(request, on_progress)
 
-    async def run_album_job(self, job: Job, report: Report) -> list[dict[str, Any]]:
+    async def run_album_job(self, job: Job, report: Report,
+                            attempt: Attempt | None = None) -> list[dict[str, Any]]:
         """Download the album's missing tracks; raises AlbumFailed if any track failed."""
         album = await self.upstream.album(job.spec.tidal_id)
         entries = self._album_entries(album, job.track_progress)
         report(self._album_fraction(album, entries), list(entries.values()), True)
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
-        await self._run_lanes(todo, lambda t: self._album_track(job, t, album, entries, report))
+        edition = await asyncio.to_thread(self._another_edition_there, album,
+                                          job.spec.quality.extension)
+        await self._run_lanes(todo, lambda t: self._album_track(
+            TrackRequest(t, job.spec.quality, job.spec.min_quality,
+                         attempt or Unleased(job.id), edition), album, entries, report))
         tracks = [entries[t.id] for t in album.tracks]
         if self.draining and any(e["status"] == "queued" for e in tracks):
             report(self._album_fraction(album, entries), tracks, True)
@@ -180,8 +238,9 @@ class Pipeline:
         total = sum(weights.values())
         return sum(weights[i] * float(e["progress"]) for i, e in entries.items()) / total
 
-    async def _album_track(self, job: Job, track: TrackMeta, album: AlbumMeta,
+    async def _album_track(self, request: TrackRequest, album: AlbumMeta,
                            entries: dict[int, dict[str, Any]], report: Report) -> None:
+        track = request.meta
         entry = entries[track.id]
         entry.update(status="processing", progress=0.0, error=None)
         entry["attempts"] = entry.get("attempts", 0) + 1
@@ -191,7 +250,6 @@ class Pipeline:
             entry["progress"] = round(fraction, 4)
             report(self._album_fraction(album, entries), list(entries.values()), False)
 
-        request = TrackRequest(track, job.spec.quality, job.spec.min_quality, job.id)
         try:
             result = await self.track(request, on_progress)
         except DownloadError as exc:
@@ -237,23 +295,55 @@ class Pipeline:
                 task.cancel()
 
     # -- one track ---------------------------------------------------------------------------
-    def _target(self, meta: TrackMeta, extension: str) -> Path:
-        return paths.target_path(self.settings.download_dir, self.settings.path_template, meta,
-                                 extension)
+    def _target(self, req: TrackRequest, extension: str) -> Path:
+        return paths.target_path(self.settings.download_dir, self.settings.path_template,
+                                 req.meta, extension, edition=req.edition)
 
-    def _identical_exists(self, target: Path, meta: TrackMeta, quality: Quality) -> bool:
+    @staticmethod
+    def _holds_another_track(target: Path, meta: TrackMeta) -> bool:
+        """A file tagged with another TIDAL track id is not ours to overwrite."""
+        if not target.exists():
+            return False
+        track_id, _ = tags.read_identity(target)
+        return track_id is not None and track_id != str(meta.id)
+
+    def _another_edition_there(self, album: AlbumMeta, extension: str) -> bool:
+        """Whether any of the album's paths holds a track of another album (TIDAL lists
+        explicit and clean editions with the same titles): then the whole album goes to
+        a folder of its own, not track by track."""
+        return any(self._holds_another_track(
+            paths.target_path(self.settings.download_dir, self.settings.path_template, t,
+                              extension),
+            t) for t in album.tracks)
+
+    def _settle_edition(self, req: TrackRequest, extension: str) -> TrackRequest:
+        if not req.edition and self._holds_another_track(self._target(req, extension),
+                                                          req.meta):
+            return replace(req, edition=True)
+        return req
+
+    async def _already_there(self, target: Path, meta: TrackMeta, quality: Quality) -> bool:
+        """The conflict policy: is the file at ``target`` to be kept instead of downloading?
+        A file of ours is taken as "already there" only if it still verifies."""
         if not target.exists():
             return False
         if self.settings.conflict == "skip":
             return True
         if self.settings.conflict == "overwrite":
             return False
-        track_id, have = tags.read_identity(target)
+        track_id, have = await asyncio.to_thread(tags.read_identity, target)
         try:
-            return track_id == str(meta.id) and have is not None and \
-                Quality(have).rank >= quality.rank
+            if track_id != str(meta.id) or have is None or Quality(have).rank < quality.rank:
+                return False
         except ValueError:
             return False
+        try:
+            await verify.verify(target, meta.duration_s)
+        except IntegrityFailed as exc:
+            log.warning("%s is in the library but broken (%s); downloading it again",
+                        target, exc)
+            return False
+        return True
 
     async def _skipped(self, target: Path, quality: Quality) -> dict[str, Any]:
         facts = await asyncio.to_thread(verify.probe, target)
@@ -276,8 +366,9 @@ class Pipeline:
     async def track(self, req: TrackRequest,
                     on_progress: Progress) -> dict[str, Any]:
         meta = req.meta
-        target = self._target(meta, req.quality.extension)
-        if await asyncio.to_thread(self._identical_exists, target, meta, req.quality):
+        req = await asyncio.to_thread(self._settle_edition, req, req.quality.extension)
+        target = self._target(req, req.quality.extension)
+        if await self._already_there(target, meta, req.quality):
             return await self._skipped(target, req.quality)
         served = await self.resolve(meta.id, req.quality)
         if req.min_quality is not None and served.quality.rank < req.min_quality.rank:
@@ -285,17 +376,17 @@ class Pipeline:
                                      f"minimum {req.min_quality.value}")
         extension = ".flac" if served.stream.codec == "flac" else ".m4a"
         if extension != target.suffix:
-            target = self._target(meta, extension)
-        if await asyncio.to_thread(self._identical_exists, target, meta, served.quality):
-            return await self._skipped(target, served.quality)
-        staging = self.settings.staging_dir / f"{req.staging_key}-{meta.id}.part{extension}"
+            req = await asyncio.to_thread(self._settle_edition, req, extension)
+            target = self._target(req, extension)
+            if await self._already_there(target, meta, served.quality):
+                return await self._skipped(target, served.quality)
+        staging = self.staging_dir / f"{req.attempt.key}-{meta.id}.part{extension}"
         return await self._download_and_publish(req, served, staging, target, on_progress)
 
     async def _download_and_publish(self, req: TrackRequest, served: Served, staging: Path,
                                     target: Path,
                                     on_progress: Progress
                                     ) -> dict[str, Any]:
-        keep_partial = False
         try:
             staging.parent.mkdir(parents=True, exist_ok=True)
             served = await self._fetch_fresh(req, served, staging, on_progress)
@@ -309,16 +400,12 @@ class Pipeline:
                 staging.unlink()
                 return await self._skipped(target, served.quality)
             size = staging.stat().st_size
-            await asyncio.to_thread(publish, staging, target)
+            await asyncio.to_thread(publish, staging, target, req.attempt.check_lease)
             await self._extras(target, req.meta, cover, lyrics.synced if lyrics else None)
-        except DownloadError as exc:
-            keep_partial = exc.retryable and not isinstance(served.stream, DashStream)
-            raise
         except OSError as exc:
             raise from_os_error(exc) from exc
         finally:
-            if not keep_partial:
-                staging.unlink(missing_ok=True)
+            staging.unlink(missing_ok=True)  # this attempt's own file: no one else's
         return {"path": str(target), "quality": served.quality.value, "codec": facts.codec,
                 "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate, "bytes": size,
                 "skipped": False}
@@ -372,7 +459,7 @@ class Pipeline:
 
     async def _extras(self, target: Path, meta: TrackMeta, cover: bytes | None,
                       synced: str | None) -> None:
-        staging = self.settings.staging_dir
+        staging = self.staging_dir
         if cover and not (target.parent / "cover.jpg").exists():
             await asyncio.to_thread(write_atomically, target.parent / "cover.jpg", cover, staging)
         if synced:

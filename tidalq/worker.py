@@ -44,6 +44,7 @@ WAKE_KINDS = {"submitted", "retried", "resumed", "released", "stalled", "queue_r
               "retry_scheduled", "completed", "failed", "cancelled"}
 MIN_FREE_BYTES = 64 << 20
 STORE_BACKOFF_MAX_S = 10.0
+LOCAL_LEASE_FRACTION = 0.8  # stop this long into a lease that could not be renewed
 
 
 class ByteMeter:
@@ -71,7 +72,19 @@ class ByteMeter:
 
 @dataclass
 class ActiveJob:
+    """One running attempt of a job: its lease, progress and task.
+
+    It is also the pipeline's :class:`~tidalq.pipeline.Attempt`: ``key`` names this
+    attempt's staging files, and :meth:`check_lease` is asked right before anything is
+    published. The lease is trusted only until ``lease * LOCAL_LEASE_FRACTION`` after the
+    last renewal that succeeded was *sent*, by the monotonic clock: a daemon cut off from
+    the store, or whose wall clock jumped, stops before the store can give the job to
+    anyone else.
+    """
+
     claim: Claim
+    lease_s: float
+    renewed_at: float  # time.monotonic() when the last successful claim/renewal was sent
     task: asyncio.Task[None] | None = None
     progress: float = 0.0
     tracks: list[dict[str, Any]] | None = None
@@ -82,6 +95,17 @@ class ActiveJob:
     @property
     def job_id(self) -> str:
         return self.claim.job.id
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}-{self.claim.token[:12]}"
+
+    def lease_expires_at(self) -> float:
+        return self.renewed_at + self.lease_s * LOCAL_LEASE_FRACTION
+
+    def check_lease(self) -> None:
+        if self.stop_reason == "lost" or time.monotonic() >= self.lease_expires_at():
+            raise LeaseLost(f"job {self.job_id}: this attempt no longer holds its lease")
 
     def eta_s(self) -> float | None:
         if len(self.samples) < 2:
@@ -143,11 +167,12 @@ class WorkerPool:
             try:
                 if not self.claiming or (self.disk_full and not self._space_returned()):
                     continue
+                sent = time.monotonic()
                 claim = await self.store.claim(self.worker_id, self.settings.lease)
                 self._store_back()
                 backoff = 0.5
                 if claim is not None:
-                    self._start(claim)
+                    self._start(claim, sent)
                     started = True
             except StoreUnavailable as exc:
                 self._store_down(exc)
@@ -225,10 +250,23 @@ class WorkerPool:
         return path
 
     # -- running one job ----------------------------------------------------------------------
-    def _start(self, claim: Claim) -> None:
-        state = ActiveJob(claim, samples=[(time.monotonic(), 0.0)])
+    def _start(self, claim: Claim, sent: float) -> None:
+        previous = self.active.get(claim.job.id)
+        if previous is not None:
+            # our own job was reaped (the wall clock jumped past its lease) and claimed
+            # again: the old attempt has lost its lease and must end before the new one runs
+            log.warning("job %s was claimed again while running here; stopping the old "
+                        "attempt", claim.job.id)
+            self._stop(previous, "lost")
+        state = ActiveJob(claim, self.settings.lease, sent, samples=[(time.monotonic(), 0.0)])
         self.active[claim.job.id] = state
-        state.task = asyncio.create_task(self._run_job(state), name=f"job {claim.job.id}")
+        after = previous.task if previous is not None else None
+        state.task = asyncio.create_task(self._run_job(state, after), name=f"job {claim.job.id}")
+
+    def _stop(self, state: ActiveJob, reason: str) -> None:
+        if state.task is not None and not state.task.done():
+            state.stop_reason = reason
+            state.task.cancel()
 
     def _report(self, state: ActiveJob) -> Any:
         def report(progress: float, tracks: list[dict[str, Any]] | None, force: bool) -> None:
@@ -244,20 +282,24 @@ class WorkerPool:
 
         return report
 
-    async def _run_job(self, state: ActiveJob) -> None:
-        claim, job = state.claim, state.claim.job
+    async def _run_job(self, state: ActiveJob, after: asyncio.Task[None] | None) -> None:
+        job = state.claim.job
         assert self.pipeline is not None
         try:
+            if after is not None:
+                await asyncio.wait([after])
             if job.spec.type == "album":
-                tracks = await self.pipeline.run_album_job(job, self._report(state))
+                tracks = await self.pipeline.run_album_job(job, self._report(state), state)
                 await self._finish("complete", state, None, tracks)
             else:
-                result = await self.pipeline.run_track_job(job, self._report(state))
+                result = await self.pipeline.run_track_job(job, self._report(state), state)
                 await self._finish("complete", state, result, None)
         except asyncio.CancelledError:
             if state.stop_reason == "drain":
                 await self._finish("release", state)
             log.info("job %s stopped: %s", job.id, state.stop_reason or "cancelled")
+        except LeaseLost as exc:
+            log.warning("job %s stopped: %s", job.id, exc)
         except Interrupted:
             await self._finish("release", state, tracks=state.tracks)
             log.info("job %s released between tracks for shutdown", job.id)
@@ -272,19 +314,35 @@ class WorkerPool:
             await self._finish("fail", state, None, state.tracks,
                                Failure(f"internal error: {exc!r}", FailureCode.INTERNAL, False))
         finally:
-            self.active.pop(claim.job.id, None)
+            if self.active.get(job.id) is state:  # never undo a newer attempt's entry
+                del self.active[job.id]
             self.slots.release()
             self.wake()
 
-    @staticmethod
-    def _failure(exc: DownloadError) -> Failure:
-        retry_after = None if exc.retry_after_s is None else int(exc.retry_after_s * 1000)
+    def _failure(self, exc: DownloadError) -> Failure:
+        wait_s = exc.retry_after_s
+        retry_after = None if wait_s is None else \
+            int(min(wait_s, self.settings.retry_after_max) * 1000)
         return Failure(str(exc), exc.code.value, exc.retryable, retry_after)
 
     async def _finish(self, how: str, state: ActiveJob, result: dict[str, Any] | None = None,
                       tracks: list[dict[str, Any]] | None = None,
                       failure: Failure | None = None) -> None:
-        """Tell the store how the job ended; retried while the store is away."""
+        """Tell the store how the job ended; retried while the store is away. Anything
+        else going wrong here ends the job with a code: a finishing task never dies."""
+        try:
+            await self._finish_retrying(how, state, result, tracks, failure)
+        except Exception as exc:
+            log.exception("job %s: recording its end (%s) failed", state.job_id, how)
+            if how == "fail" and failure is not None and failure.code == FailureCode.INTERNAL:
+                return
+            broken = Failure(f"internal error while recording the job's end: {exc!r}",
+                             FailureCode.INTERNAL, False)
+            await self._finish("fail", state, None, None, broken)
+
+    async def _finish_retrying(self, how: str, state: ActiveJob, result: dict[str, Any] | None,
+                               tracks: list[dict[str, Any]] | None,
+                               failure: Failure | None) -> None:
         job_id, token = state.job_id, state.claim.token
         delay = 0.5
         while True:
@@ -311,16 +369,25 @@ class WorkerPool:
 
     # -- heartbeat ----------------------------------------------------------------------------
     async def heartbeat(self) -> None:
-        """Renew leases and write progress every lease/3 (progress at most every 0.5 s)."""
+        """Renew leases every lease/3 and write progress (at most every 0.5 s); stop any
+        attempt whose lease could not be renewed in time (see :class:`ActiveJob`)."""
         last_renew = 0.0
+        beat_timeout = self.settings.lease / 3
         while not self._stopped.is_set() or self.active:
             now = time.monotonic()
             renew = now - last_renew >= self.settings.lease / 3
             if renew:
                 last_renew = now
             for state in list(self.active.values()):
-                if renew or state.dirty:
-                    await self._beat(state)
+                if time.monotonic() >= state.lease_expires_at():
+                    log.error("job %s: lease not renewed for %.0f s; stopping its work",
+                              state.job_id, time.monotonic() - state.renewed_at)
+                    self._stop(state, "lost")
+                elif renew or state.dirty:
+                    try:
+                        await asyncio.wait_for(self._beat(state), beat_timeout)
+                    except TimeoutError:
+                        self._store_down(StoreUnavailable("the store did not answer a renewal"))
             self._beat_now.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), min(0.5, self.settings.lease / 3))
@@ -333,24 +400,28 @@ class WorkerPool:
                 lease = await self.store.report_progress(job_id, token, state.progress,
                                                          state.tracks)
                 if lease is LeaseState.HELD:
+                    sent = time.monotonic()
                     lease = await self.store.renew(job_id, token, self.settings.lease)
             else:
+                sent = time.monotonic()
                 lease = await self.store.renew(job_id, token, self.settings.lease)
             self._store_back()
         except StoreUnavailable as exc:
             self._store_down(exc)
             return
-        if lease is not LeaseState.HELD and state.task is not None and not state.task.done():
-            state.stop_reason = "cancelled" if lease is LeaseState.CANCELLED else "lost"
-            log.info("job %s: lease %s; stopping its work", job_id, state.stop_reason)
-            state.task.cancel()
+        if lease is LeaseState.HELD:
+            state.renewed_at = max(state.renewed_at, sent)
+            return
+        reason = "cancelled" if lease is LeaseState.CANCELLED else "lost"
+        if state.task is not None and not state.task.done():
+            log.info("job %s: lease %s; stopping its work", job_id, reason)
+        self._stop(state, reason)
 
     def cancel_local(self, job_id: str) -> None:
         """A cancel that reached this daemon: stop the job now, not at the next heartbeat."""
         state = self.active.get(job_id)
-        if state is not None and state.task is not None and not state.task.done():
-            state.stop_reason = "cancelled"
-            state.task.cancel()
+        if state is not None:
+            self._stop(state, "cancelled")
 
     # -- shutdown -----------------------------------------------------------------------------
     def stop_claiming(self) -> None:

@@ -52,31 +52,36 @@ def sanitize(component: str, extension: str = "") -> str:
     return text + extension
 
 
-def template_values(track: TrackMeta) -> dict[str, str]:
+def template_values(track: TrackMeta, edition: bool = False) -> dict[str, str]:
+    """The template's fields for one track. ``edition`` marks an album whose plain folder
+    holds another edition (same titles, other TIDAL ids): its folder gains `` [album id]``."""
     multi_disc = (track.disc_total or 1) > 1 or track.disc_number > 1
     number = f"{track.track_number:02d}"
+    album = f"{track.album_title} [{track.album_id}]" if edition else track.album_title
     return {
         "albumartist": track.album_artist, "artist": track.artist_name,
-        "album": track.album_title, "title": track.full_title,
+        "album": album, "title": track.full_title,
         "disc_track": f"{track.disc_number}-{number}" if multi_disc else number,
         "track": number, "disc": str(track.disc_number),
         "year": (track.release_date or "")[:4], "isrc": track.isrc or "", "id": str(track.id),
     }
 
 
-def relative_path(template: str, track: TrackMeta, extension: str) -> Path:
+def relative_path(template: str, track: TrackMeta, extension: str,
+                  edition: bool = False) -> Path:
     check_template(template)
-    values = template_values(track)
+    values = template_values(track, edition)
     parts = [p for p in template.split("/") if p.strip()]
     rendered = [sanitize(part.format(**values), extension if i == len(parts) - 1 else "")
                 for i, part in enumerate(parts)]
     return Path(*rendered)
 
 
-def target_path(download_dir: Path, template: str, track: TrackMeta, extension: str) -> Path:
+def target_path(download_dir: Path, template: str, track: TrackMeta, extension: str,
+                edition: bool = False) -> Path:
     """The absolute target path, guaranteed to lie inside ``download_dir``."""
     root = Path(os.path.abspath(download_dir))
-    path = Path(os.path.abspath(root / relative_path(template, track, extension)))
+    path = Path(os.path.abspath(root / relative_path(template, track, extension, edition)))
     if os.path.commonpath([root, path]) != str(root) or path == root:
         raise PermissionDenied(f"refusing to write outside the library: {path}")
     return path

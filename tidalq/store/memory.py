@@ -280,7 +280,7 @@ class MemoryStore(JobStore):
         return str(self._event_seq)
 
     async def events_after(self, after: str, limit: int = 500) -> list[Event]:
-        start = int(after) if after.isdigit() else 0
+        start = int(after) if after.isascii() and after.isdigit() else 0
         return [e for e in self._events if int(e.id) > start][:limit]
 
     async def wait_events(self, after: str, timeout_s: float, limit: int = 500) -> list[Event]:

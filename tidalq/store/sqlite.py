@@ -493,7 +493,7 @@ class SqliteStore(JobStore):
         return str(row[0])
 
     async def events_after(self, after: str, limit: int = 500) -> list[Event]:
-        start = int(after) if after.isdigit() else 0
+        start = int(after) if after.isascii() and after.isdigit() else 0
         rows = await self._run(lambda: self._conn.execute(
             "SELECT id, job_id, kind, status, progress, at FROM events WHERE id > ?"
             " ORDER BY id LIMIT ?", (start, limit)).fetchall())

@@ -295,8 +295,9 @@ class FakeUpstream:
         if self.faults.ranges:
             headers["Accept-Ranges"] = "bytes"
             spec = request.headers.get("Range", "")
-            if spec.startswith("bytes=") and spec[6:].split("-")[0].isdigit():
-                start = int(spec[6:].split("-")[0])
+            first = spec[6:].split("-")[0]
+            if spec.startswith("bytes=") and first.isascii() and first.isdigit():
+                start = int(first)
                 if start >= size:
                     return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
                 status = 206

@@ -54,18 +54,22 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     return bytes(body)
 
 
+RETRY_AFTER_LIMIT_S = 7 * 86400.0  # a server asking for more is wrong; the worker caps lower
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(float(value), RETRY_AFTER_LIMIT_S)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    wait_s = when.timestamp() - (now if now is not None else time.time())
+    return min(max(0.0, wait_s), RETRY_AFTER_LIMIT_S)
 
 
 def unwrap(body: Any) -> Any:

@@ -269,7 +269,7 @@ def _expand(root: ET.Element, period: ET.Element, rep: ET.Element, template: ET.
     init_url = check_url(resolve_url(base, fill_template(init, start, 0, rep_id, bandwidth)))
     rate = rep.get("audioSamplingRate")
     return DashStream(init_url, urls, (rep.get("codecs") or "flac").lower(),
-                      int(rate) if rate and rate.isdigit() else None)
+                      int(rate) if rate and rate.isascii() and rate.isdigit() else None)
 
 
 # -- playback info and manifest resources ----------------------------------------------------
