@@ -113,10 +113,11 @@ class DaemonProcess:
         self.env["XDG_CONFIG_HOME"] = str(workdir / "no-config")
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.wrapper: list[str] = []  # e.g. ["unshare", "--pid", "--fork"]
 
     def start(self, wait: bool = True, **popen: object) -> None:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tidalq", "daemon"],
+        self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "tidalq", "daemon"],
                                      cwd=repo_root(), env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
         log.close()

@@ -67,14 +67,15 @@ def sd_notify(message: str) -> bool:
 class Daemon:
     """One running daemon; :func:`run` drives it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
+        """``store`` replaces the one ``settings.store`` names (tests pass fakes here)."""
         self.settings = settings
         self.instance: Instance | None = None
         self.worker_id = ""
         self.stop_requested = asyncio.Event()
         self.forced = False
         self.failed = False  # a background task died: exit non-zero
-        self.store: JobStore | None = None
+        self.store: JobStore | None = store
         self.session: aiohttp.ClientSession | None = None
         self.pool: WorkerPool | None = None
         self.server: ControlServer | None = None
@@ -91,7 +92,7 @@ class Daemon:
         listening = self.own_socket()
         self.instance = self.lock_library()
         self.worker_id = worker_name(self.instance.id)
-        self.store = await open_store(s.store)
+        self.store = self.store or await open_store(s.store)
         await self.recover(self.store, self.instance)
         pipeline = await self.start_downloads(self.store, self.instance)
         ctx = Context(s, self.store, self.pool_or_raise, self.request_stop,

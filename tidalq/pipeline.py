@@ -396,7 +396,7 @@ class Pipeline:
                                 lyrics.text if lyrics else None)
             await asyncio.to_thread(tags.write_tags, staging, data)
             facts = await verify.verify(staging, req.meta.duration_s)
-            if self._same_audio(target, facts):
+            if await self._same_audio(target, facts, req.meta):
                 staging.unlink()
                 return await self._skipped(target, served.quality)
             size = staging.stat().st_size
@@ -432,11 +432,19 @@ class Pipeline:
                 served = await self.resolve(req.meta.id, req.quality)
         raise AssertionError("unreachable")
 
-    def _same_audio(self, target: Path, facts: verify.AudioFacts) -> bool:
-        """overwrite_if_different: the same decoded audio (FLAC MD5) is not replaced."""
+    async def _same_audio(self, target: Path, facts: verify.AudioFacts,
+                          meta: TrackMeta) -> bool:
+        """overwrite_if_different: the same decoded audio is not replaced. The MD5 in a
+        header proves nothing about the frames after it, so the file must also verify."""
         if self.settings.conflict != "overwrite_if_different" or facts.md5 is None:
             return False
-        return target.exists() and tags.flac_md5(target) == facts.md5
+        if not target.exists() or await asyncio.to_thread(tags.flac_md5, target) != facts.md5:
+            return False
+        try:
+            await verify.verify(target, meta.duration_s)
+        except IntegrityFailed:
+            return False
+        return True
 
     async def cover(self, meta: TrackMeta) -> bytes | None:
         """The album's 1280×1280 cover, fetched once per album (missing covers are fine)."""

@@ -1,6 +1,8 @@
 """The fake upstream's catalogue: albums and tracks shaped like TIDAL's JSON.
 
-Ids: album 100 (one disc, 3 tracks, one with a version, lyrics), 200 (two discs and a
+Ids: album 100 (one disc, 3 tracks, one with a version, lyrics), 110 (another edition
+of 100: the same artist, album and track titles, other ids, as TIDAL lists explicit and
+clean editions), 200 (two discs and a
 video), 300 (210 tracks: longer than two pages), 400 (hostile titles), 600 (hi-res),
 900 (the benchmark album: 12 tracks whose size is set by ``track_bytes``), track 5001
 (preview only). Every track lasts 4 s unless sized for the benchmark.
@@ -62,6 +64,11 @@ class Catalog:
             FakeTrack(1002, "Second Song", 100, 2, version="Live",
                       artists=[ARTIST, GUEST]),
             FakeTrack(1003, "Closing", 100, 3),
+        ]))
+        self._add(FakeAlbum(110, "First Light", [
+            FakeTrack(1101, "Opening", 110, 1),
+            FakeTrack(1102, "Second Song", 110, 2, version="Live", artists=[ARTIST, GUEST]),
+            FakeTrack(1103, "Closing", 110, 3),
         ]))
         self._add(FakeAlbum(200, "Double Vision", [
             FakeTrack(2001 + i, f"Side {d} Song {n}", 200, n, disc=d)

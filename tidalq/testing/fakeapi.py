@@ -142,6 +142,11 @@ class FakeUpstream:
             return media.FlacStream.for_size(fmt, track.size_bytes, track.id)
         return media.FlacStream.for_duration(fmt, DURATION_S, track.id)
 
+    def source_md5(self, track_id: int) -> bytes:
+        """The MD5 of the decoded audio the CDN serves for a track at CD quality: a
+        downloaded FLAC's STREAMINFO must carry it, and ``flac -t`` checks the samples."""
+        return self._stream(self.catalog.tracks[track_id], False).md5()
+
     def duration(self, track: FakeTrack) -> float:
         return self._stream(track, False).duration_s
 
