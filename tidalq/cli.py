@@ -10,6 +10,7 @@ fish: ``fish_source``).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -21,7 +22,7 @@ import click
 
 from tidalq import __version__, render
 from tidalq.client import DaemonClient
-from tidalq.config import Settings, load_settings
+from tidalq.config import Settings, default_socket, load_settings
 from tidalq.errors import ConfigError, DaemonUnreachable, RpcError, TidalqError
 from tidalq.models import JobStatus, Priority, Quality
 from tidalq.protocol import ErrorCode
@@ -59,7 +60,8 @@ class App:
         return self._settings
 
     def client(self, timeout_s: float | None = 30.0) -> DaemonClient:
-        return DaemonClient(self.settings().socket, timeout_s)
+        path = self.settings().socket
+        return DaemonClient(path, timeout_s, own_socket_only=path == default_socket(os.environ))
 
 
 def fail(message: str, code: int) -> NoReturn:

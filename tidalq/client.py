@@ -8,6 +8,7 @@ answers become :class:`~tidalq.errors.RpcError`.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,28 @@ from tidalq.protocol import MAX_LINE_BYTES, PROTOCOL_VERSION, parse_response, re
 class DaemonClient:
     """One connection per call; ``events()`` keeps its connection open."""
 
-    def __init__(self, socket_path: Path, timeout_s: float | None = 30.0) -> None:
+    def __init__(self, socket_path: Path, timeout_s: float | None = 30.0,
+                 own_socket_only: bool = False) -> None:
+        """``own_socket_only``: the path is the default one, in a folder anyone could have
+        made first; only a socket of this user (or root) is talked to."""
         self.socket_path = socket_path
         self.timeout_s = timeout_s
+        self.own_socket_only = own_socket_only
         self._ids = itertools.count(1)
 
+    def _check_owner(self) -> None:
+        try:
+            owner = os.stat(self.socket_path).st_uid
+        except OSError:
+            return  # connecting will say what is wrong
+        if owner not in (os.getuid(), 0):
+            raise DaemonUnreachable(
+                f"refusing {self.socket_path}: it belongs to uid {owner}, not to you, so it "
+                "may not be your daemon; remove its folder or set TIDALQ_SOCKET")
+
     def _connect(self, timeout_s: float | None) -> socket.socket:
+        if self.own_socket_only:
+            self._check_owner()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout_s)
         try:

@@ -273,13 +273,18 @@ def _defaults(env: Mapping[str, str]) -> tuple[Path, Path, Path]:
     music = Path(platformdirs.user_music_dir()) / "TIDAL"
     state = Path(env["STATE_DIRECTORY"].split(":")[0]) if env.get("STATE_DIRECTORY") \
         else Path(platformdirs.user_state_dir(APP))
+    return music, state, default_socket(env)
+
+
+def default_socket(env: Mapping[str, str]) -> Path:
+    """Where the socket is when nobody said: the CLI trusts only its own (or root's) there."""
     if env.get("RUNTIME_DIRECTORY"):
         runtime = Path(env["RUNTIME_DIRECTORY"].split(":")[0])
     elif env.get("XDG_RUNTIME_DIR"):
         runtime = Path(env["XDG_RUNTIME_DIR"]) / APP
     else:
         runtime = Path(f"/tmp/{APP}-{os.getuid()}")
-    return music, state, runtime / "tidalq.sock"
+    return runtime / "tidalq.sock"
 
 
 def load_settings(flags: Mapping[str, Any] | None = None, config_path: Path | None = None,

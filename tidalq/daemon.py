@@ -38,6 +38,7 @@ from tidalq.server import ControlServer, bind_socket, inherited_socket
 from tidalq.store import open_store
 from tidalq.store.base import JobStore
 from tidalq.upstream.api import UpstreamClient
+from tidalq.upstream.netguard import AddressPolicy
 from tidalq.worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,11 @@ class Daemon:
         if not (s.workers and s.api_urls):
             self.pool.claiming = False
             return None
+        policy = AddressPolicy([*s.api_urls, s.cover_url])
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.max_concurrent * 4 + 8),
+            connector=aiohttp.TCPConnector(limit=s.max_concurrent * 4 + 8,
+                                           resolver=policy.resolver()),
+            trace_configs=[policy.trace_config()],
             headers={"User-Agent": f"tidalq/{__version__}"})
         upstream = UpstreamClient(self.session, s.api_urls, s.cover_url)
         fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add)

@@ -50,11 +50,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(listen_host: str, port: int, extra: tuple[str, ...]) -> set[str]:
+    """The Host header values that name this listener, with and without the port."""
+    names = {"127.0.0.1", "localhost", "[::1]", listen_host.lower()}
+    if ":" in listen_host and not listen_host.startswith("["):
+        names.add(f"[{listen_host.lower()}]")
+    allowed = {n for name in names for n in (name, f"{name}:{port}")} - {"::1", f"::1:{port}"}
+    return allowed | {h.lower() for h in extra}
+
+
 class HttpApi:
     """The aiohttp application and its listener."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.allowed_hosts: set[str] = set()
         self.runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=MAX_BODY_BYTES,
                                    middlewares=[self._errors, self._cors, self._auth])
@@ -67,6 +77,7 @@ class HttpApi:
 
     async def start(self, listen: str) -> None:
         host, _, port = listen.rpartition(":")
+        self.allowed_hosts = allowed_hosts(host, int(port), self.ctx.settings.http_allowed_hosts)
         host = host.strip("[]")
         if not is_loopback(host) and not self.ctx.settings.http_token:
             raise ConfigError(f"http_listen {listen} is not loopback: set http_token first",
@@ -128,6 +139,10 @@ class HttpApi:
             expected = f"Bearer {token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return _fail(401, "missing or wrong bearer token")
+        elif request.headers.get("Host", "").lower() not in self.allowed_hosts:
+            # without a token, a page on any site could reach us through DNS rebinding
+            return _fail(403, f"Host {request.headers.get('Host', '')!r} is not allowed: "
+                              "add it to http_allowed_hosts or set http_token")
         return await handler(request)
 
     # -- endpoints ----------------------------------------------------------------------------

@@ -73,19 +73,24 @@ def inherited_socket() -> socket.socket | None:
 
 
 def bind_socket(path: Path, group: str | None) -> socket.socket:
-    """Create the listening socket, replacing a stale file, refusing a live daemon."""
+    """Create the listening socket, replacing a stale file, refusing a live daemon and a
+    folder someone else could have prepared (another user could serve a fake daemon)."""
     try:
         gid = grp.getgrnam(group).gr_gid if group else -1
     except KeyError:
         raise ConfigError(f"socket_group {group!r} is not a group on this system",
                           "socket_group") from None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750 if group else 0o700)
+    _check_socket_dir(path.parent)
     _restrict_dir(path.parent, gid)
     if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
+        st = path.lstat()
+        if not stat.S_ISSOCK(st.st_mode):
             raise SocketInUse(f"{path} exists and is not a socket; remove it or set socket")
         if _answers(path):
             raise SocketInUse(f"another tidalq daemon is already running on {path}")
+        if st.st_uid != os.getuid():
+            raise SocketInUse(f"{path} belongs to uid {st.st_uid}: remove it or set socket")
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o117 if group else 0o177)
@@ -97,6 +102,21 @@ def bind_socket(path: Path, group: str | None) -> socket.socket:
         os.chown(path, -1, gid)
     sock.listen(64)
     return sock
+
+
+def _check_socket_dir(directory: Path) -> None:
+    """Ours, or root's and not open to others (a sticky /tmp-like folder is fine)."""
+    st = directory.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise SocketInUse(f"socket folder {directory} is not a plain folder; remove it or "
+                          "set socket")
+    if st.st_uid == os.getuid():
+        return
+    open_to_others = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+    if st.st_uid != 0 or open_to_others:
+        raise SocketInUse(f"socket folder {directory} belongs to uid {st.st_uid}, not to us: "
+                          "another user could answer our clients there; remove it or set "
+                          "socket")
 
 
 def _restrict_dir(directory: Path, gid: int) -> None:

@@ -48,6 +48,7 @@ class Faults:
     preview: list[int] = field(default_factory=list)  # extra track ids served as previews
     legacy: bool = False  # answer with legacy shapes, no envelope
     manifest_uri: bool = False  # /trackManifests/ answers a uri instead of inline MPD
+    cdn_base: str | None = None  # manifests name this CDN origin instead of the fake's own
 
     def take(self, name: str) -> bool:
         count = getattr(self, name)
@@ -133,7 +134,7 @@ class FakeUpstream:
         return web.json_response({"detail": "Resource not found"}, status=404)
 
     def _origin(self, request: web.Request) -> str:
-        return f"{request.scheme}://{request.host}"
+        return self.faults.cdn_base or f"{request.scheme}://{request.host}"
 
     # -- media ------------------------------------------------------------------------------
     def _stream(self, track: FakeTrack, hires: bool) -> media.FlacStream:
