@@ -32,6 +32,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 QUALITIES = click.Choice([q.value for q in Quality], case_sensitive=False)
 PRIORITIES = click.Choice([p.value for p in Priority], case_sensitive=False)
@@ -336,20 +337,28 @@ def remove(app: App, jobs: tuple[str, ...]) -> None:
 def wait(app: App, jobs: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
     """Block until the jobs (or the whole queue) are finished.
 
-    Exits 0 when every job completed, 1 when one failed or was cancelled, 124 on timeout.
+    With no JOB: every queued or running job, and every job added since the last bare
+    `wait` (so `tidalq add … && tidalq wait` reports what was just added, however fast
+    it ended). Exits 0 when every job completed, 1 when one failed, was cancelled or was
+    removed, 124 on timeout, 130 on Ctrl-C.
     """
     params: dict[str, Any] = {"ids": list(jobs)}
     if timeout:
         params["timeout"] = timeout
-    answer = app.client(timeout_s=None).call("queue.wait", params, timeout_s=None)
+    try:
+        answer = app.client(timeout_s=None).call("queue.wait", params, timeout_s=None)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
     found = answer["jobs"]
     if as_json:
         render.as_json(answer)
     else:
         render.wait_summary(found, answer["timedOut"])
+    for job_id in answer.get("missing", []):
+        render.error(f"{job_id} was removed while waiting")
     if answer["timedOut"]:
         sys.exit(EXIT_TIMEOUT)
-    if any(j["status"] != "completed" for j in found):
+    if answer.get("missing") or any(j["status"] != "completed" for j in found):
         sys.exit(EXIT_FAILED)
 
 
@@ -384,7 +393,7 @@ def watch(app: App, interval: float) -> None:
                 live.update(render.status_view(client.call("queue.stats")))
                 time.sleep(0.25)
     except KeyboardInterrupt:
-        pass
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @main.command(hidden=True)

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from tidalq.errors import DaemonUnreachable, RpcError
-from tidalq.protocol import MAX_LINE_BYTES, PROTOCOL_VERSION, parse_response, request
+from tidalq.protocol import (
+    MAX_LINE_BYTES,
+    PROTOCOL_VERSION,
+    ErrorCode,
+    parse_response,
+    request,
+)
 
 
 class DaemonClient:
@@ -76,6 +82,8 @@ class DaemonClient:
     def _unwrap(answer: dict[str, Any]) -> dict[str, Any]:
         if "error" in answer:
             err = answer["error"]
+            if err.get("code") == ErrorCode.DAEMON_STOPPING:
+                raise DaemonUnreachable("the daemon stopped before it could answer")
             raise RpcError(int(err.get("code", 0)), str(err.get("message")), err.get("data"))
         value = answer.get("result")
         return value if isinstance(value, dict) else {"value": value}
@@ -111,6 +119,8 @@ class DaemonClient:
                     msg = self._read(stream)
                     if msg.get("method") == "event":
                         yield msg.get("params") or {}
+                    elif msg.get("method") == "daemon.stopping":
+                        raise DaemonUnreachable("the daemon is stopping")
         except (ConnectionError, ValueError) as exc:
             raise DaemonUnreachable(f"the connection to the daemon broke: {exc}") from None
         finally:

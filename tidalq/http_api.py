@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,6 +26,7 @@ from tidalq.errors import (
     JobNotFound,
     StoreUnavailable,
 )
+from tidalq.jsontext import BadJson, loads_strict
 from tidalq.models import parse_status
 from tidalq.rpc import Context, stats, submit
 
@@ -154,7 +154,9 @@ class HttpApi:
             raise web.HTTPUnsupportedMediaType(reason="send application/json")
         raw = await request.read()
         try:
-            body = json.loads(raw)
+            body = loads_strict(raw)
+        except BadJson as exc:
+            raise InvalidInput(f"body: {exc}", "body") from None
         except (ValueError, RecursionError):
             raise InvalidInput("body is not valid JSON", "body") from None
         if not isinstance(body, dict):

@@ -19,6 +19,7 @@ from enum import IntEnum
 from typing import Any
 
 from tidalq.errors import TidalqError
+from tidalq.jsontext import loads_strict
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20
@@ -39,6 +40,7 @@ class ErrorCode(IntEnum):
     ILLEGAL_TRANSITION = 1003
     STORE_UNAVAILABLE = 1004
     FORBIDDEN = 1006
+    DAEMON_STOPPING = 1007
 
 
 class ProtocolError(TidalqError):
@@ -84,7 +86,7 @@ def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
         raise ProtocolError(ErrorCode.INVALID_REQUEST,
                             f"message longer than {MAX_LINE_BYTES} bytes", close=True)
     try:
-        msg = json.loads(line.decode("utf-8"))
+        msg = loads_strict(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.PARSE_ERROR, f"parse error: {exc}"[:200],
                             close=True) from None

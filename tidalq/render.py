@@ -16,9 +16,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-# Piped output is not cut to 80 columns: job ids must survive `tidalq ls | grep`.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output is not cut to 80 columns: job ids must survive `tidalq ls | grep`. No markup
+# and no :emoji: codes: titles and errors come from upstreams and clients, printed literally.
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False,
+              width=None if sys.stdout.isatty() else 250)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 STATUS_STYLE = {"queued": "cyan", "processing": "yellow", "paused": "magenta",
                 "completed": "green", "failed": "red", "cancelled": "dim"}

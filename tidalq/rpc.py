@@ -42,6 +42,7 @@ from tidalq.worker import WorkerPool
 
 Handler = Callable[["Context", dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_WAIT_S = 24 * 3600.0
+MAX_UNWAITED = 10_000
 
 
 @dataclass
@@ -54,6 +55,14 @@ class Context:
     request_shutdown: Callable[[], None]
     started_at: float = field(default_factory=time.time)
     checks: list[str] = field(default_factory=list)
+    # jobs submitted since a bare `wait` last reported them (insertion-ordered, capped)
+    unwaited: dict[str, None] = field(default_factory=dict)
+
+    def remember_submitted(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self.unwaited[job_id] = None
+        while len(self.unwaited) > MAX_UNWAITED:
+            del self.unwaited[next(iter(self.unwaited))]
 
 
 def error_code(exc: Exception) -> ErrorCode:
@@ -116,6 +125,7 @@ async def submit(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         jobs.append(job.to_json())
         created.append(new)
     ctx.pool.wake()
+    ctx.remember_submitted([j["id"] for j in jobs])
     return {"jobIds": [j["id"] for j in jobs], "created": created, "jobs": jobs}
 
 
@@ -157,6 +167,16 @@ def _each(op: Callable[[JobStore, str], Awaitable[Job | None]],
         return {"results": results}
 
     return handler
+
+
+def _forget(ctx: Context, job_id: str) -> None:
+    """A job the user cancelled or removed is no bare `wait`'s failure to report."""
+    ctx.unwaited.pop(job_id, None)
+
+
+def _cancelled(ctx: Context, job_id: str) -> None:
+    ctx.pool.cancel_local(job_id)
+    _forget(ctx, job_id)
 
 
 async def _remove(store: JobStore, job_id: str) -> None:
@@ -215,25 +235,37 @@ async def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def wait(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    """Block until the jobs (or, with no ids, every queued/running job) are finished."""
+    """Block until the jobs are finished. With no ids: every queued or running job, and
+    every job submitted since a wait last reported it, unless cancelled or removed since
+    (so ``add … && wait`` reports what was just added however fast it ended). A named job
+    removed meanwhile is listed in ``missing``."""
     _known(params, {"ids", "timeout"})
     timeout = _timeout(params)
-    ids = [await ctx.store.resolve(p) for p in _ids(params, required=False)]
-    if not ids:
-        ids = [j.id for status in (JobStatus.QUEUED, JobStatus.PROCESSING)
-               for j in await ctx.store.list_jobs(status, 10_000)]
+    named = [await ctx.store.resolve(p) for p in _ids(params, required=False)]
+    ids = named or await _whole_queue(ctx)
     deadline = None if timeout is None else time.monotonic() + timeout
     cursor = await ctx.store.last_event_id()
     while True:
-        jobs = [await _get_or_none(ctx.store, i) for i in ids]
-        if all(j is None or j.status.finished for j in jobs):
-            return {"jobs": [j.to_json() for j in jobs if j is not None], "timedOut": False}
+        jobs = {i: await _get_or_none(ctx.store, i) for i in ids}
+        present = [j for j in jobs.values() if j is not None]
+        missing = [i for i, j in jobs.items() if j is None and named]
         left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            return {"jobs": [j.to_json() for j in jobs if j is not None], "timedOut": True}
+        if all(j.status.finished for j in present) or (left is not None and left <= 0):
+            timed_out = not all(j.status.finished for j in present)
+            if not timed_out:
+                for job_id in ids:
+                    ctx.unwaited.pop(job_id, None)
+            return {"jobs": [j.to_json() for j in present], "missing": missing,
+                    "timedOut": timed_out}
         events = await ctx.store.wait_events(cursor, min(5.0, left or 5.0))
         if events:
             cursor = events[-1].id
+
+
+async def _whole_queue(ctx: Context) -> list[str]:
+    live = [j.id for status in (JobStatus.QUEUED, JobStatus.PROCESSING)
+            for j in await ctx.store.list_jobs(status, 10_000)]
+    return list(dict.fromkeys([*ctx.unwaited, *live]))
 
 
 async def _get_or_none(store: JobStore, job_id: str) -> Job | None:
@@ -260,9 +292,9 @@ METHOD_TABLE: dict[str, Handler] = {
     "queue.submit": submit,
     "queue.list": list_jobs,
     "queue.get": get,
-    "queue.cancel": _each(lambda s, i: s.cancel(i), lambda ctx, i: ctx.pool.cancel_local(i)),
+    "queue.cancel": _each(lambda s, i: s.cancel(i), _cancelled),
     "queue.retry": retry,
-    "queue.remove": _each(_remove),
+    "queue.remove": _each(_remove, _forget),
     "queue.pause": _pause_or_resume(True),
     "queue.resume": _pause_or_resume(False),
     "queue.stats": stats,

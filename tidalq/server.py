@@ -166,6 +166,7 @@ class ControlServer:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.closing = False
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -174,6 +175,9 @@ class ControlServer:
                                                        limit=MAX_LINE_BYTES + 1)
 
     async def close(self) -> None:
+        """Stop serving. A client still waiting (``wait``, ``watch``) is told the daemon is
+        stopping before its connection ends."""
+        self.closing = True
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -188,8 +192,13 @@ class ControlServer:
         try:
             if self._admit(writer):
                 await self._serve(reader, writer)
+            else:
+                await _hang_up(reader, writer)  # the refused peer can still read why
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
         except Exception:  # the daemon never dies of what a client sends
             log.exception("control connection failed")
         finally:
@@ -241,11 +250,28 @@ class ControlServer:
             await writer.drain()
             return True
         if method == "events.subscribe":
-            await self._subscribe(request_id, params, reader, writer)
+            try:
+                await self._subscribe(request_id, params, reader, writer)
+            except asyncio.CancelledError:
+                await self._say_stopping(writer, notification("daemon.stopping", {}))
+                raise
             return False
-        writer.write(await self._call(request_id, method, params))
+        try:
+            answer = await self._call(request_id, method, params)
+        except asyncio.CancelledError:
+            await self._say_stopping(writer, rpc_error(request_id, ErrorCode.DAEMON_STOPPING,
+                                                       "the daemon is stopping"))
+            raise
+        writer.write(answer)
         await writer.drain()
         return True
+
+    async def _say_stopping(self, writer: asyncio.StreamWriter, message: bytes) -> None:
+        if not self.closing or writer.is_closing():
+            return
+        writer.write(message)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.drain(), 1.0)
 
     async def _call(self, request_id: Any, method: str, params: dict[str, Any]) -> bytes:
         if method not in METHOD_TABLE:
@@ -259,7 +285,13 @@ class ControlServer:
             return rpc_error(request_id, error_code(exc), str(exc))
         except (TypeError, ValueError, KeyError, OverflowError, RecursionError) as exc:
             return rpc_error(request_id, ErrorCode.INVALID_PARAMS, f"invalid params: {exc}"[:300])
-        return rpc_result(request_id, value)
+        try:
+            return rpc_result(request_id, value)
+        except (UnicodeEncodeError, ValueError, TypeError) as exc:
+            log.error("answer to %s could not be encoded: %s", method, exc)
+            return rpc_error(request_id, ErrorCode.INTERNAL_ERROR,
+                             f"the answer to {method} could not be encoded (text that is not "
+                             "valid Unicode); see the daemon's log")
 
     async def _subscribe(self, request_id: Any, params: dict[str, Any],
                          reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

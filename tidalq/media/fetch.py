@@ -146,13 +146,14 @@ class Fetcher:
         try:
             with dest.open("wb") as out:
                 remux = FlacRemuxer(out)
-                remux.feed_init(init)
+                await asyncio.to_thread(remux.feed_init, init)
                 done_bytes = len(init)
                 for index in range(total_segments):
                     while len(window) < self.segment_parallel and (url := next(urls, None)):
                         window.append(asyncio.create_task(self.fetch_segment(url)))
                     data = await window.popleft()
-                    remux.feed_segment(data)
+                    # parsing frames is CPU work: off the loop, so leases are still renewed
+                    await asyncio.to_thread(remux.feed_segment, data)
                     done_bytes += len(data)
                     avg = done_bytes / (index + 1)
                     progress(done_bytes, int(avg * (total_segments + 1)))

@@ -67,7 +67,12 @@ def dfla_metadata(init: bytes) -> list[tuple[int, bytes]]:
     return blocks
 
 
-def _trun_sizes(data: bytes, lo: int, default_size: int) -> tuple[list[int], int | None]:
+def _trun_sizes(data: bytes, lo: int, hi: int, default_size: int
+                ) -> tuple[list[int], int | None]:
+    """Sample sizes of one ``trun`` box. Every count is bounded by the bytes that could
+    hold it: a box claiming four billion samples is refused before any list is built."""
+    if hi - lo < 8:
+        raise IntegrityFailed("truncated trun box")
     flags = struct.unpack_from(">I", data, lo)[0] & 0xFFFFFF
     count = struct.unpack_from(">I", data, lo + 4)[0]
     pos = lo + 8
@@ -78,6 +83,10 @@ def _trun_sizes(data: bytes, lo: int, default_size: int) -> tuple[list[int], int
     if flags & 0x4:
         pos += 4
     per_sample = [f for f in (0x100, 0x200, 0x400, 0x800) if flags & f]
+    if pos + count * 4 * len(per_sample) > hi:
+        raise IntegrityFailed(f"trun claims {count} samples, more than its box holds")
+    if 0x200 not in per_sample and count * max(default_size, 1) > len(data):
+        raise IntegrityFailed(f"trun claims {count} samples, more than the segment holds")
     sizes = []
     for _ in range(count):
         size = default_size
@@ -121,7 +130,7 @@ def _moof_samples(data: bytes, lo: int, hi: int) -> tuple[list[int], int | None]
     trun = find_box(data, [b"trun"], *traf)
     if trun is None:
         raise IntegrityFailed("traf without trun")
-    return _trun_sizes(data, trun[0], default_size)
+    return _trun_sizes(data, trun[0], trun[1], default_size)
 
 
 class FlacRemuxer:

@@ -10,7 +10,6 @@ exceptions are translated here and nowhere else.
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from tidalq.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
+from tidalq.jsontext import loads_repaired
 from tidalq.models import AlbumMeta, Artist, Quality, TrackMeta
 from tidalq.upstream import manifest as mf
 
@@ -154,8 +154,8 @@ class UpstreamClient:
         if len(raw) > MAX_BODY_BYTES:
             raise UpstreamUnavailable(f"{url} answered more than {MAX_BODY_BYTES} bytes")
         try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
+            body = loads_repaired(raw) if raw else None
+        except (ValueError, RecursionError):
             body = None
         if status == 404:
             raise UpstreamNotFound(f"not found upstream: {url}")

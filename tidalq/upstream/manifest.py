@@ -104,6 +104,9 @@ _DURATION = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?"
                        r"(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
+MAX_DURATION_S = 7 * 86400.0  # no track lasts a week
+
+
 def parse_iso_duration(text: str | None) -> float | None:
     if not text:
         return None
@@ -111,7 +114,10 @@ def parse_iso_duration(text: str | None) -> float | None:
     if not m:
         raise ManifestError(f"bad ISO 8601 duration {text[:40]!r}")
     d, h, mi, s = (float(x) if x else 0.0 for x in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + s
+    seconds = d * 86400 + h * 3600 + mi * 60 + s
+    if not seconds <= MAX_DURATION_S:  # also catches inf and nan from 400-digit numbers
+        raise ManifestError(f"ISO 8601 duration {text[:40]!r} is out of range")
+    return seconds
 
 
 def _local(tag: str) -> str:
@@ -220,7 +226,10 @@ def parse_mpd(text: str | bytes, manifest_url: str | None = None) -> DashStream:
         if base_el is not None and base_el.text:
             base = resolve_url(base, base_el.text.strip())
     template = _merged_template(adaptation, rep)
-    return _expand(root, period, rep, template, base)
+    try:
+        return _expand(root, period, rep, template, base)
+    except (OverflowError, ValueError, ZeroDivisionError) as exc:  # numbers out of any range
+        raise ManifestError(f"MPD numbers are out of range: {exc}") from exc
 
 
 def _merged_template(adaptation: ET.Element, rep: ET.Element) -> ET.Element:
