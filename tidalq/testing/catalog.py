@@ -3,7 +3,8 @@
 Ids: album 100 (one disc, 3 tracks, one with a version, lyrics), 110 (another edition
 of 100: the same artist, album and track titles, other ids, as TIDAL lists explicit and
 clean editions), 200 (two discs and a
-video), 300 (210 tracks: longer than two pages), 400 (hostile titles), 600 (hi-res),
+video), 300 (210 tracks: longer than two pages), 400 (hostile titles), 410 (titles with lone surrogates, which
+JSON can carry but UTF-8 cannot), 600 (hi-res),
 900 (the benchmark album: 12 tracks whose size is set by ``track_bytes``), track 5001
 (preview only). Every track lasts 4 s unless sized for the benchmark.
 """
@@ -83,6 +84,8 @@ class Catalog:
             FakeTrack(4004, "Ä" * 150, 400, 4),  # 300 bytes of UTF-8
             FakeTrack(4005, "CON", 400, 5),
         ], artist={"id": 79, "name": "../Hostile. ", "type": "MAIN"}))
+        self._add(FakeAlbum(410, "Lone \ud800 Surrogate", [  # not valid Unicode: repaired
+            FakeTrack(4101, "Bad \udc00 Text", 410, 1)]))
         self._add(FakeAlbum(600, "High Resolution", [
             FakeTrack(6001, "Hi-Res One", 600, 1, hires=True),
             FakeTrack(6002, "Hi-Res Two", 600, 2, hires=True),
