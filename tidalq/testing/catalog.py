@@ -1,12 +1,12 @@
 """The fake upstream's catalogue: albums and tracks shaped like TIDAL's JSON.
 
-Ids: album 100 (one disc, 3 tracks, one with a version, lyrics), 110 (another edition
-of 100: the same artist, album and track titles, other ids, as TIDAL lists explicit and
-clean editions), 200 (two discs and a
-video), 300 (210 tracks: longer than two pages), 400 (hostile titles), 410 (titles with lone surrogates, which
-JSON can carry but UTF-8 cannot), 600 (hi-res),
-900 (the benchmark album: 12 tracks whose size is set by ``track_bytes``), track 5001
-(preview only). Every track lasts 4 s unless sized for the benchmark.
+Ids: album 100 (one disc, 3 tracks, one with a version, lyrics), 110 (another edition of
+100: the same artist, album and track titles, other ids, as TIDAL lists explicit and clean
+editions), 200 (two discs and a video), 300 (210 tracks: longer than two pages), 400
+(hostile titles), 410 (titles with lone surrogates, which JSON can carry but UTF-8
+cannot), 600 (hi-res), 900 (the benchmark album: 12 tracks whose size is set by
+``track_bytes``), track 5001 (preview only). Every track lasts 4 s unless sized for the
+benchmark.
 """
 
 from __future__ import annotations
