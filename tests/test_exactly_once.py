@@ -234,6 +234,21 @@ async def test_two_editions_of_an_album_keep_their_own_files(
     assert single["skipped"] and "[110]" in single["path"]
 
 
+async def test_two_editions_downloading_at_once_keep_their_own_files(
+        session: aiohttp.ClientSession, fake: RunningFake, tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    pipe = make_pipeline(session, fake, library)
+    both = await asyncio.gather(pipe.run_album_job(job("album", 100), no_report),
+                                pipe.run_album_job(job("album", 110), no_report),
+                                pipe.run_track_job(job("track", 1101), no_report))
+    assert len(audio_files(library)) == 6
+    for entry in [*both[0], *both[1], both[2]]:
+        track_id = entry.get("trackId", 1101)
+        assert tags.read_identity(Path(entry["path"]))[0] == str(track_id)
+    folders = {Path(e["path"]).parent.name for e in both[1]}
+    assert len(folders) == 1, "an album is never split between two folders"
+
+
 async def test_a_broken_file_in_the_library_is_never_taken_as_already_there(
         session: aiohttp.ClientSession, fake: RunningFake, tmp_path: Path) -> None:
     library = tmp_path / "lib"

@@ -239,6 +239,26 @@ async def test_a_job_that_keeps_killing_workers_ends_failed(store: JobStore) -> 
     assert await store.claim("w", 30) is None
 
 
+async def test_an_album_that_completes_tracks_between_crashes_never_stalls_out(
+        store: JobStore) -> None:
+    """Stalls count crashes without durable progress: a daemon killed again and again
+    while an album gets further each time must not fail that album."""
+    job, _ = await store.submit(JobSpec("album", 9))
+    for done in range(1, 3 * store.max_stalls):
+        claim = await store.claim("crashy", 30)
+        assert claim is not None
+        tracks = [{"trackId": n, "status": "completed" if n < done else "queued"}
+                  for n in range(3 * store.max_stalls)]
+        assert await store.report_progress(job.id, claim.token, 0.1, tracks) is LeaseState.HELD
+        assert await store.reap(["crashy"]) == [job.id]
+    assert (await store.get(job.id)).status is JobStatus.QUEUED
+    for _ in range(store.max_stalls - 1):  # no further progress: now it stalls out
+        claim = await store.claim("crashy", 30)
+        assert claim is not None
+        await store.reap(["crashy"])
+    assert (await store.get(job.id)).failure_code == "STALLED"
+
+
 async def test_release_does_not_spend_an_attempt(store: JobStore) -> None:
     job, _ = await store.submit(track(1), max_attempts=1)
     claim = await store.claim("w", 30)

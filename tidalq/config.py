@@ -47,6 +47,7 @@ ENV_KEYS: dict[str, str] = {
     "lease": "TIDALQ_LEASE",
     "drain_timeout": "TIDALQ_DRAIN_TIMEOUT",
     "retry_after_max": "TIDALQ_RETRY_AFTER_MAX",
+    "max_stalls": "TIDALQ_MAX_STALLS",
     "http_allowed_hosts": "TIDALQ_HTTP_ALLOWED_HOSTS",
 }
 
@@ -75,6 +76,7 @@ class Settings:
     lease: float = 30.0
     drain_timeout: float = 20.0
     retry_after_max: float = 6 * 3600.0
+    max_stalls: int = 5
     http_allowed_hosts: tuple[str, ...] = ()
     config_file: Path | None = None
 
@@ -222,6 +224,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "http_cors_origins": _urls,
     "workers": _switch, "lease": parse_duration, "drain_timeout": parse_duration,
     "retry_after_max": parse_duration, "http_allowed_hosts": _hosts,
+    "max_stalls": _positive_int,
 }
 
 

@@ -94,6 +94,7 @@ class Daemon:
         self.instance = self.lock_library()
         self.worker_id = worker_name(self.instance.id)
         self.store = self.store or await open_store(s.store)
+        self.store.max_stalls = s.max_stalls
         await self.recover(self.store, self.instance)
         pipeline = await self.start_downloads(self.store, self.instance)
         ctx = Context(s, self.store, self.pool_or_raise, self.request_stop,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tidalq.config import Settings
+from tidalq.editions import Editions
 from tidalq.errors import (
     CdnExpired,
     DownloadError,
@@ -33,7 +34,7 @@ from tidalq.errors import (
     UpstreamNotFound,
     from_os_error,
 )
-from tidalq.media import paths, tags, verify
+from tidalq.media import tags, verify
 from tidalq.media.fetch import Fetcher
 from tidalq.models import AlbumMeta, Job, Quality, TrackMeta
 from tidalq.upstream.api import UpstreamClient, read_capped
@@ -167,6 +168,7 @@ class Pipeline:
                  staging_dir: Path | None = None) -> None:
         self.settings = settings
         self.staging_dir = staging_dir or settings.staging_dir
+        self.editions = Editions(settings.download_dir, settings.path_template)
         self.upstream = upstream
         self.fetcher = fetcher
         self.slots = slots
@@ -192,11 +194,11 @@ class Pipeline:
         entries = self._album_entries(album, job.track_progress)
         report(self._album_fraction(album, entries), list(entries.values()), True)
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
-        edition = await asyncio.to_thread(self._another_edition_there, album,
-                                          job.spec.quality.extension)
-        await self._run_lanes(todo, lambda t: self._album_track(
-            TrackRequest(t, job.spec.quality, job.spec.min_quality,
-                         attempt or Unleased(job.id), edition), album, entries, report))
+        earlier = [e.get("path") for e in entries.values()]
+        async with self.editions.album(album, job.spec.quality.extension, earlier) as edition:
+            await self._run_lanes(todo, lambda t: self._album_track(
+                TrackRequest(t, job.spec.quality, job.spec.min_quality,
+                             attempt or Unleased(job.id), edition), album, entries, report))
         tracks = [entries[t.id] for t in album.tracks]
         if self.draining and any(e["status"] == "queued" for e in tracks):
             report(self._album_fraction(album, entries), tracks, True)
@@ -296,31 +298,11 @@ class Pipeline:
 
     # -- one track ---------------------------------------------------------------------------
     def _target(self, req: TrackRequest, extension: str) -> Path:
-        return paths.target_path(self.settings.download_dir, self.settings.path_template,
-                                 req.meta, extension, edition=req.edition)
+        return self.editions.target(req.meta, extension, req.edition)
 
-    @staticmethod
-    def _holds_another_track(target: Path, meta: TrackMeta) -> bool:
-        """A file tagged with another TIDAL track id is not ours to overwrite."""
-        if not target.exists():
-            return False
-        track_id, _ = tags.read_identity(target)
-        return track_id is not None and track_id != str(meta.id)
-
-    def _another_edition_there(self, album: AlbumMeta, extension: str) -> bool:
-        """Whether any of the album's paths holds a track of another album (TIDAL lists
-        explicit and clean editions with the same titles): then the whole album goes to
-        a folder of its own, not track by track."""
-        return any(self._holds_another_track(
-            paths.target_path(self.settings.download_dir, self.settings.path_template, t,
-                              extension),
-            t) for t in album.tracks)
-
-    def _settle_edition(self, req: TrackRequest, extension: str) -> TrackRequest:
-        if not req.edition and self._holds_another_track(self._target(req, extension),
-                                                          req.meta):
-            return replace(req, edition=True)
-        return req
+    async def _settle_edition(self, req: TrackRequest, extension: str) -> TrackRequest:
+        return replace(req, edition=await self.editions.settle(req.meta, extension,
+                                                               req.edition))
 
     async def _already_there(self, target: Path, meta: TrackMeta, quality: Quality) -> bool:
         """The conflict policy: is the file at ``target`` to be kept instead of downloading?
@@ -366,7 +348,7 @@ class Pipeline:
     async def track(self, req: TrackRequest,
                     on_progress: Progress) -> dict[str, Any]:
         meta = req.meta
-        req = await asyncio.to_thread(self._settle_edition, req, req.quality.extension)
+        req = await self._settle_edition(req, req.quality.extension)
         target = self._target(req, req.quality.extension)
         if await self._already_there(target, meta, req.quality):
             return await self._skipped(target, req.quality)
@@ -376,7 +358,7 @@ class Pipeline:
                                      f"minimum {req.min_quality.value}")
         extension = ".flac" if served.stream.codec == "flac" else ".m4a"
         if extension != target.suffix:
-            req = await asyncio.to_thread(self._settle_edition, req, extension)
+            req = await self._settle_edition(req, extension)
             target = self._target(req, extension)
             if await self._already_there(target, meta, served.quality):
                 return await self._skipped(target, served.quality)
@@ -400,7 +382,9 @@ class Pipeline:
                 staging.unlink()
                 return await self._skipped(target, served.quality)
             size = staging.stat().st_size
-            await asyncio.to_thread(publish, staging, target, req.attempt.check_lease)
+            target = await self.editions.publish(
+                req.meta, target, req.edition,
+                lambda to: publish(staging, to, req.attempt.check_lease))
             await self._extras(target, req.meta, cover, lyrics.synced if lyrics else None)
         except OSError as exc:
             raise from_os_error(exc) from exc

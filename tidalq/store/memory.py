@@ -182,10 +182,7 @@ class MemoryStore(JobStore):
             return LeaseState.LOST
         state = rules.lease_state(job, token)
         if state is LeaseState.HELD:
-            job.progress = progress
-            if track_progress is not None:
-                job.track_progress = track_progress
-            job.updated_at = self._clock()
+            rules.record_progress(job, progress, track_progress, self._clock())
             self._emit(job, "progress")
         return state
 

@@ -191,12 +191,12 @@ class RedisStore(JobStore):
     async def report_progress(self, job_id: str, token: str, progress: float,
                               track_progress: TrackProgress | None = None) -> LeaseState:
         progress = check_progress(progress)
-        tracks = ""
+        tracks, done = "", 0
         if track_progress is not None:
             check_size(track_progress, "trackProgress")
-            tracks = json.dumps(track_progress)
+            tracks, done = json.dumps(track_progress), rules.completed_tracks(track_progress)
         return LeaseState(await self._script("progress", job_id, token, round(progress, 4),
-                                             tracks))
+                                             tracks, done))
 
     async def _finish(self, job_id: str, token: str, action: str, result: str = "",
                       tracks: TrackProgress | None = None, failure: Failure | None = None) -> Job:

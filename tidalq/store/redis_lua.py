@@ -168,14 +168,20 @@ return 'held'
 """
 
 PROGRESS = PRELUDE + r"""
-local id, token, progress, tracks = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local id, token, progress, tracks, done = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('EXISTS', jk(id)) == 0 or get(id, 'token') ~= token then return 'lost' end
 local status = get(id, 'status')
 if status == 'cancelled' then return 'cancelled' end
 if status ~= 'processing' then return 'lost' end
 local now = now_ms()
 redis.call('HSET', jk(id), 'progress', progress, 'updatedAt', now)
-if tracks ~= '' then redis.call('HSET', jk(id), 'tracks', tracks) end
+if tracks ~= '' then
+  redis.call('HSET', jk(id), 'tracks', tracks)
+  -- another album track done: durable progress, the stall count starts again
+  if done > tonumber(get(id, 'doneTracks') or '0') then
+    redis.call('HSET', jk(id), 'doneTracks', done, 'stalls', 0)
+  end
+end
 emit(id, 'progress', status, progress, now)
 return 'held'
 """

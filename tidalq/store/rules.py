@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection
+from typing import Any
 
 from tidalq.errors import FailureCode, IllegalTransition, LeaseLost
 from tidalq.models import Failure, Job, JobSpec, JobStatus, LeaseState, Priority
@@ -68,6 +69,23 @@ def renew(job: Job, token: str, now: int, lease_ms: int) -> LeaseState:
     if state is LeaseState.HELD:
         job.lease_until_ms = now + lease_ms
     return state
+
+
+def completed_tracks(track_progress: list[dict[str, Any]] | None) -> int:
+    return sum(1 for t in track_progress or () if t.get("status") == "completed")
+
+
+def record_progress(job: Job, progress: float, track_progress: list[dict[str, Any]] | None,
+                    now: int) -> None:
+    """Progress of a held job. An album that completed another track has made durable
+    progress: its stall count starts again, so daemons killed while it runs (an operator's
+    kill -9, a reboot) never fail it as a job "whose worker kept dying"."""
+    job.progress = progress
+    if track_progress is not None:
+        if completed_tracks(track_progress) > completed_tracks(job.track_progress):
+            job.stalls = 0
+        job.track_progress = track_progress
+    job.updated_at = now
 
 
 def owns_for_finish(job: Job, token: str) -> bool:

@@ -366,10 +366,7 @@ class SqliteStore(JobStore):
                 return LeaseState.LOST
             state = rules.lease_state(job, token)
             if state is LeaseState.HELD:
-                job.progress = progress
-                if track_progress is not None:
-                    job.track_progress = track_progress
-                job.updated_at = now_ms()
+                rules.record_progress(job, progress, track_progress, now_ms())
                 self._save(conn, job, job.status, "progress")
             return state
 

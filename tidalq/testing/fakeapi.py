@@ -143,10 +143,10 @@ class FakeUpstream:
             return media.FlacStream.for_size(fmt, track.size_bytes, track.id)
         return media.FlacStream.for_duration(fmt, DURATION_S, track.id)
 
-    def source_md5(self, track_id: int) -> bytes:
-        """The MD5 of the decoded audio the CDN serves for a track at CD quality: a
-        downloaded FLAC's STREAMINFO must carry it, and ``flac -t`` checks the samples."""
-        return self._stream(self.catalog.tracks[track_id], False).md5()
+    def source_md5(self, track_id: int, hires: bool = False) -> bytes:
+        """The MD5 of the decoded audio the CDN serves for a track (FLAC's convention:
+        signed little-endian interleaved samples), at CD quality or as hi-res DASH."""
+        return self._stream(self.catalog.tracks[track_id], hires).md5()
 
     def duration(self, track: FakeTrack) -> float:
         return self._stream(track, False).duration_s

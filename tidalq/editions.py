@@ -1,0 +1,108 @@
+"""Editions: which folder an album's tracks go to, so that no file holding another TIDAL
+track is ever overwritten.
+
+TIDAL lists explicit and clean editions (and re-releases) with the same artist, album and
+track titles but other ids. The first edition in the library keeps the plain folder; any
+other gets ``Album [album id]`` (see :func:`tidalq.media.paths.template_values`):
+
+- an album run decides once for all its tracks, and sticks to the folder its earlier
+  runs used, so an album is never split between two folders by a restart;
+- while an album runs, its plain folder is held: another album with the same folder
+  (running in this daemon at the same time) takes its edition folder at once;
+- right before each file is published, under a lock per target, the target is checked
+  again: a file of another track there (written by another daemon sharing the library)
+  sends this track to its edition folder instead of replacing that file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+from tidalq.media import paths, tags
+from tidalq.models import AlbumMeta, TrackMeta
+
+
+def holds_another_track(target: Path, meta: TrackMeta) -> bool:
+    """A file tagged with another TIDAL track id is not ours to overwrite."""
+    if not target.exists():
+        return False
+    track_id, _ = tags.read_identity(target)
+    return track_id is not None and track_id != str(meta.id)
+
+
+MAX_IDLE_LOCKS = 4096
+
+
+class Editions:
+    """Folder decisions and publish locks for one daemon's pipeline."""
+
+    def __init__(self, library: Path, template: str) -> None:
+        self.library = library
+        self.template = template
+        self._running: dict[Path, Counter[int | None]] = {}
+        self._locks: dict[Path, asyncio.Lock] = {}
+
+    def target(self, meta: TrackMeta, extension: str, edition: bool) -> Path:
+        return paths.target_path(self.library, self.template, meta, extension, edition=edition)
+
+    def _folder(self, meta: TrackMeta, extension: str) -> Path:
+        return self.target(meta, extension, False).parent
+
+    def _taken_by_another_album(self, folder: Path, album_id: int | None) -> bool:
+        running = self._running.get(folder, Counter())
+        return any(n > 0 and other != album_id for other, n in running.items())
+
+    @contextlib.asynccontextmanager
+    async def album(self, album: AlbumMeta, extension: str,
+                    earlier_paths: Iterable[str | None]) -> AsyncIterator[bool]:
+        """Decide whether this album run uses its edition folder, and hold the folder."""
+        if not album.tracks:
+            yield False
+            return
+        folder = self._folder(album.tracks[0], extension)
+        edition = self._used_edition(earlier_paths, album.id) \
+            or self._taken_by_another_album(folder, album.id) \
+            or await asyncio.to_thread(self._another_track_there, album, extension)
+        held = self._running.setdefault(folder, Counter())
+        held[album.id] += 0 if edition else 1
+        try:
+            yield edition
+        finally:
+            if not edition:
+                held[album.id] -= 1
+            if not +held:
+                self._running.pop(folder, None)
+
+    @staticmethod
+    def _used_edition(earlier_paths: Iterable[str | None], album_id: int) -> bool:
+        return any(p and Path(p).parent.name.endswith(f"[{album_id}]") for p in earlier_paths)
+
+    def _another_track_there(self, album: AlbumMeta, extension: str) -> bool:
+        return any(holds_another_track(self.target(t, extension, False), t)
+                   for t in album.tracks)
+
+    async def settle(self, meta: TrackMeta, extension: str, edition: bool) -> bool:
+        """Whether one track goes to its edition folder (a track job, or an album track
+        whose target turned out to be taken)."""
+        if edition:
+            return True
+        if self._taken_by_another_album(self._folder(meta, extension), meta.album_id):
+            return True
+        return await asyncio.to_thread(holds_another_track,
+                                       self.target(meta, extension, False), meta)
+
+    async def publish(self, meta: TrackMeta, target: Path, edition: bool,
+                      move: Callable[[Path], None]) -> Path:
+        """Run ``move(target)`` under the target's lock, after one last look; returns where
+        the file went."""
+        if len(self._locks) > MAX_IDLE_LOCKS:
+            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+        async with self._locks.setdefault(target.parent, asyncio.Lock()):
+            if not edition and await asyncio.to_thread(holds_another_track, target, meta):
+                target = self.target(meta, target.suffix, True)
+            await asyncio.to_thread(move, target)
+        return target
