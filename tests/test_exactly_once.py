@@ -93,9 +93,9 @@ class CutOffStore(MemoryStore):
         return await super().renew(job_id, token, lease_s)
 
     async def report_progress(self, job_id: str, token: str, progress: float,
-                              track_progress: Any = None) -> LeaseState:
+                              track_progress: Any = None, titles: Any = None) -> LeaseState:
         self._check()
-        return await super().report_progress(job_id, token, progress, track_progress)
+        return await super().report_progress(job_id, token, progress, track_progress, titles)
 
     async def claim(self, worker: str, lease_s: float) -> Claim | None:
         self._check()

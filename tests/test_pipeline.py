@@ -151,10 +151,14 @@ async def test_hostile_titles_stay_inside_the_library(session: aiohttp.ClientSes
         assert all(len(part.encode()) <= 255 for part in path.parts)
         flac_ok(path)
     names = {p.name for p in files}
-    assert "02 -.flac" in names and "03 - Emoji 🎵🔥 Song.flac" in names
+    # a title that sanitises to nothing ("..") is named by its track id
+    assert "02 - 4002.flac" in names and "03 - Emoji 🎵🔥 Song.flac" in names
     assert "01 - What_Is_This_.flac" in names
     assert all(p.parent.name == "AC_DC_ .._.._etc_passwd 🎸" for p in files)
-    assert files[0].parent.parent.name == ".._Hostile"
+    # no component is hidden: the artist "../Hostile. " loses its leading dots
+    assert files[0].parent.parent.name == "_Hostile"
+    assert not any(part.startswith(".") for p in files
+                   for part in p.relative_to(library).parts)
 
 
 @pytest.mark.parametrize(("fault", "value", "want_range"), [

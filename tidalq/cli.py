@@ -10,6 +10,7 @@ fish: ``fish_source``).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import sys
@@ -37,8 +38,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 QUALITIES = click.Choice([q.value for q in Quality], case_sensitive=False)
 PRIORITIES = click.Choice([p.value for p in Priority], case_sensitive=False)
 STATUSES = click.Choice([s.value for s in JobStatus], case_sensitive=False)
-URL_ID = re.compile(r"https?://(?:www\.|listen\.)?tidal\.com/(?:browse/)?"
-                    r"(?:album/\d+/)?(track|album)/(\d+)")
+# a TIDAL link, with or without its scheme (as pasted from a share sheet or a chat)
+URL_ID = re.compile(r"(?:https?://)?(?:www\.|listen\.)?tidal\.com/(?:browse/)?"
+                    r"(?:album/\d+/)?(track|album|video)/(\d+)", re.IGNORECASE)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,6 +65,17 @@ class App:
     def client(self, timeout_s: float | None = 30.0) -> DaemonClient:
         path = self.settings().socket
         return DaemonClient(path, timeout_s, own_socket_only=path == default_socket(os.environ))
+
+
+def complete_job_ids(ctx: click.Context, param: click.Parameter,
+                     incomplete: str) -> list[str]:
+    """Shell completion: the ids of the newest jobs (nothing when no daemon answers)."""
+    try:
+        app = ctx.find_object(App) or App(None, None)
+        jobs = app.client(timeout_s=2).call("queue.list", {"limit": 200})["jobs"]
+    except (TidalqError, OSError, KeyError):
+        return []
+    return [j["id"] for j in jobs if j["id"].startswith(incomplete)]
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -155,19 +168,25 @@ def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int]]:
         kind = rest.pop(0).lower()
     if not rest:
         raise click.UsageError("name at least one id or TIDAL URL")
-    targets = []
-    for item in rest:
-        match = URL_ID.match(item)
-        if match:
-            targets.append((match.group(1), int(match.group(2))))
-        elif item.isascii() and item.isdigit() and 0 < int(item) < 2**53:
-            if kind is None:
-                raise click.UsageError(f"{item}: say whether it is a track or an album, "
-                                       f"e.g. `tidalq add album {item}`")
-            targets.append((kind, int(item)))
-        else:
-            raise click.UsageError(f"{item!r} is neither a TIDAL id nor a TIDAL track/album URL")
-    return targets
+    return [_target(item, kind) for item in rest]
+
+
+def _target(item: str, kind: str | None) -> tuple[str, int]:
+    match = URL_ID.match(item.strip())
+    if match:
+        linked = match.group(1).lower()
+        if linked == "video":
+            raise click.UsageError(f"{item}: videos are not supported, only tracks and albums")
+        if kind is not None and kind != linked:
+            raise click.UsageError(f"{item} is a {linked} link, not a {kind}: drop the word "
+                                   f"{kind!r} or use `tidalq add {linked} …`")
+        return linked, int(match.group(2))
+    if item.isascii() and item.isdigit() and 0 < int(item) < 2**53:
+        if kind is None:
+            raise click.UsageError(f"{item}: say whether it is a track or an album, "
+                                   f"e.g. `tidalq add album {item}`")
+        return kind, int(item)
+    raise click.UsageError(f"{item!r} is neither a TIDAL id nor a TIDAL track or album link")
 
 
 @main.command()
@@ -176,15 +195,19 @@ def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int]]:
 @click.option("--min-quality", type=QUALITIES, help="Fail instead of accepting less than this.")
 @click.option("--priority", type=PRIORITIES, default="normal", show_default=True)
 @click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts per job.")
+@click.option("--force", is_flag=True,
+              help="Replace what the library has, even a better or identical file.")
 @json_option
 @pass_app
 @handles_errors
 def add(app: App, items: tuple[str, ...], quality: str | None, min_quality: str | None,
-        priority: str, max_attempts: int | None, as_json: bool) -> None:
+        priority: str, max_attempts: int | None, force: bool, as_json: bool) -> None:
     """Submit tracks or albums; prints one job id per line."""
     jobs = []
     for kind, tidal_id in parse_targets(items):
         job: dict[str, Any] = {"type": kind, f"{kind}Id": tidal_id}
+        if force:
+            job["forceOverwrite"] = True
         if quality:
             job["quality"] = quality.upper()
         if min_quality:
@@ -233,11 +256,13 @@ def list_(app: App, status_: str | None, limit: int, as_json: bool) -> None:
         render.jobs_table(jobs)
 
 
-main.add_command(list_, "ls")
+_ls = copy.copy(list_)
+_ls.hidden = True  # `tidalq ls` works; --help lists `list` once
+main.add_command(_ls, "ls")
 
 
 @main.command()
-@click.argument("job")
+@click.argument("job", shell_complete=complete_job_ids)
 @json_option
 @pass_app
 @handles_errors
@@ -265,7 +290,7 @@ def _per_job(app: App, method: str, ids: list[str], verb: str, extra: dict[str, 
 
 
 @main.command()
-@click.argument("jobs", nargs=-1, required=True)
+@click.argument("jobs", nargs=-1, required=True, shell_complete=complete_job_ids)
 @pass_app
 @handles_errors
 def cancel(app: App, jobs: tuple[str, ...]) -> None:
@@ -274,7 +299,7 @@ def cancel(app: App, jobs: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("jobs", nargs=-1)
+@click.argument("jobs", nargs=-1, shell_complete=complete_job_ids)
 @click.option("--failed", is_flag=True, help="Retry every failed job.")
 @pass_app
 @handles_errors
@@ -284,16 +309,21 @@ def retry(app: App, jobs: tuple[str, ...], failed: bool) -> None:
         raise click.UsageError("name jobs to retry, or use --failed (not both)")
     if failed:
         answer = app.client().call("queue.retry", {"failed": True})
-        if render.results(answer, "retrying"):
-            sys.exit(EXIT_FAILED)
-        if not answer.get("results"):
+        results = answer.get("results", [])
+        if not results:
             render.message("no failed jobs")
+            return
+        # a job that cannot be retried (an equal one is queued again) is a note, not a
+        # failure, when others were retried
+        retried = render.results(answer, "retrying", notes=True)
+        if not retried:
+            sys.exit(EXIT_FAILED)
         return
     _per_job(app, "queue.retry", list(jobs), "retrying")
 
 
 @main.command()
-@click.argument("jobs", nargs=-1)
+@click.argument("jobs", nargs=-1, shell_complete=complete_job_ids)
 @pass_app
 @handles_errors
 def pause(app: App, jobs: tuple[str, ...]) -> None:
@@ -306,7 +336,7 @@ def pause(app: App, jobs: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("jobs", nargs=-1)
+@click.argument("jobs", nargs=-1, shell_complete=complete_job_ids)
 @pass_app
 @handles_errors
 def resume(app: App, jobs: tuple[str, ...]) -> None:
@@ -319,7 +349,7 @@ def resume(app: App, jobs: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("jobs", nargs=-1, required=True)
+@click.argument("jobs", nargs=-1, required=True, shell_complete=complete_job_ids)
 @pass_app
 @handles_errors
 def remove(app: App, jobs: tuple[str, ...]) -> None:
@@ -328,7 +358,7 @@ def remove(app: App, jobs: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("jobs", nargs=-1)
+@click.argument("jobs", nargs=-1, shell_complete=complete_job_ids)
 @click.option("--timeout", type=click.FloatRange(0, 86400, min_open=True),
               help="Give up after this many seconds (exit 124).")
 @json_option
@@ -368,7 +398,19 @@ def wait(app: App, jobs: tuple[str, ...], timeout: float | None, as_json: bool) 
 @pass_app
 @handles_errors
 def watch(app: App, interval: float) -> None:
-    """Live progress until interrupted (Ctrl-C)."""
+    """Live progress until interrupted (Ctrl-C). Off a terminal (a pipe, a file), one
+    plain line per job event instead."""
+    try:
+        if not sys.stdout.isatty():
+            for event in app.client(timeout_s=None).events():
+                render.event_line(event)
+            return
+        _watch_live(app, interval)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _watch_live(app: App, interval: float) -> None:
     import threading
 
     from rich.live import Live
@@ -384,16 +426,13 @@ def watch(app: App, interval: float) -> None:
             changed.set()
 
     threading.Thread(target=follow_events, daemon=True).start()
-    try:
-        with Live(render.status_view(client.call("queue.stats")), console=render.out,
-                  refresh_per_second=4) as live:
-            while True:
-                changed.wait(interval)
-                changed.clear()
-                live.update(render.status_view(client.call("queue.stats")))
-                time.sleep(0.25)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    with Live(render.status_view(client.call("queue.stats")), console=render.out,
+              refresh_per_second=4) as live:
+        while True:
+            changed.wait(interval)
+            changed.clear()
+            live.update(render.status_view(client.call("queue.stats")))
+            time.sleep(0.25)  # at most four redraws a second, however busy the queue
 
 
 @main.command(hidden=True)

@@ -63,17 +63,33 @@ class Editions:
         if not album.tracks:
             yield False
             return
-        folder = self._folder(album.tracks[0], extension)
-        edition = self._used_edition(earlier_paths, album.id) \
-            or self._taken_by_another_album(folder, album.id) \
-            or await asyncio.to_thread(self._another_track_there, album, extension)
+        async with self._hold(album.tracks, album.id, extension, earlier_paths) as edition:
+            yield edition
+
+    @contextlib.asynccontextmanager
+    async def track(self, meta: TrackMeta, extension: str) -> AsyncIterator[bool]:
+        """The same for a track job: it holds its album's folder too while it runs."""
+        async with self._hold([meta], meta.album_id, extension, ()) as edition:
+            yield edition
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, tracks: list[TrackMeta] | tuple[TrackMeta, ...],
+                    album_id: int | None, extension: str,
+                    earlier_paths: Iterable[str | None]) -> AsyncIterator[bool]:
+        folder = self._folder(tracks[0], extension)
+        edition = (album_id is not None and self._used_edition(earlier_paths, album_id)) \
+            or self._taken_by_another_album(folder, album_id)
         held = self._running.setdefault(folder, Counter())
-        held[album.id] += 0 if edition else 1
+        if not edition:  # held before the first await: a concurrent run sees it at once
+            held[album_id] += 1
+            if await asyncio.to_thread(self._another_track_there, tracks, extension):
+                held[album_id] -= 1
+                edition = True
         try:
             yield edition
         finally:
             if not edition:
-                held[album.id] -= 1
+                held[album_id] -= 1
             if not +held:
                 self._running.pop(folder, None)
 
@@ -81,9 +97,8 @@ class Editions:
     def _used_edition(earlier_paths: Iterable[str | None], album_id: int) -> bool:
         return any(p and Path(p).parent.name.endswith(f"[{album_id}]") for p in earlier_paths)
 
-    def _another_track_there(self, album: AlbumMeta, extension: str) -> bool:
-        return any(holds_another_track(self.target(t, extension, False), t)
-                   for t in album.tracks)
+    def _another_track_there(self, tracks: Iterable[TrackMeta], extension: str) -> bool:
+        return any(holds_another_track(self.target(t, extension, False), t) for t in tracks)
 
     async def settle(self, meta: TrackMeta, extension: str, edition: bool) -> bool:
         """Whether one track goes to its edition folder (a track job, or an album track

@@ -70,6 +70,7 @@ JobType = Literal["track", "album"]
 
 
 class JobSpecJSON(TypedDict, total=False):
+    forceOverwrite: bool
     type: str
     trackId: int
     albumId: int
@@ -91,6 +92,7 @@ class JobSpec:
     album_title: str | None = None
     artist_name: str | None = None
     track_title: str | None = None
+    force: bool = False  # replace what the library has, whatever it is (forceOverwrite)
 
     @property
     def dedupe_key(self) -> str:
@@ -110,6 +112,8 @@ class JobSpec:
             out["artistName"] = self.artist_name
         if self.track_title is not None:
             out["trackTitle"] = self.track_title
+        if self.force:
+            out["forceOverwrite"] = True
         return out
 
     @classmethod
@@ -118,7 +122,7 @@ class JobSpec:
         if not isinstance(raw, dict):
             raise InvalidInput("job must be an object", "job")
         known = {"type", "trackId", "albumId", "quality", "minQuality", "albumTitle",
-                 "artistName", "trackTitle"}
+                 "artistName", "trackTitle", "forceOverwrite"}
         for key in raw:
             if key not in known:
                 raise InvalidInput(f"unknown field job.{key}", f"job.{key}")
@@ -137,6 +141,7 @@ class JobSpec:
             album_title=_optional_text(raw, "albumTitle"),
             artist_name=_optional_text(raw, "artistName"),
             track_title=_optional_text(raw, "trackTitle") if kind == "track" else None,
+            force=_flag(raw, "forceOverwrite"),
         )
 
 
@@ -179,6 +184,13 @@ def parse_max_attempts(value: object, field_name: str = "maxAttempts") -> int:
             or not 1 <= value <= MAX_ATTEMPTS_LIMIT:
         raise InvalidInput(f"{field_name} must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}",
                            field_name)
+    return value
+
+
+def _flag(raw: dict[str, Any], key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"job.{key} must be true or false", f"job.{key}")
     return value
 
 
@@ -376,6 +388,7 @@ class TrackMeta:
     audio_quality: str | None = None
     replay_gain: float | None = None
     peak: float | None = None
+    track_width: int = 2  # digits of the largest track number on this track's disc
 
     @property
     def full_title(self) -> str:

@@ -59,6 +59,9 @@ class Attempt(Protocol):
     def check_lease(self) -> None:
         """Raise LeaseLost when this attempt may no longer publish anything."""
 
+    def learned(self, titles: dict[str, str]) -> None:
+        """The job's artist, album and track titles, once the upstream told them."""
+
 
 @dataclass(frozen=True)
 class Unleased:
@@ -69,6 +72,9 @@ class Unleased:
     def check_lease(self) -> None:
         return None
 
+    def learned(self, titles: dict[str, str]) -> None:
+        return None
+
 
 @dataclass(frozen=True)
 class TrackRequest:
@@ -77,6 +83,7 @@ class TrackRequest:
     min_quality: Quality | None
     attempt: Attempt
     edition: bool = False  # the album folder carries the album id (another edition is there)
+    force: bool = False  # replace what the library has (the job's forceOverwrite)
 
 
 class Slots(asyncio.Semaphore):
@@ -160,6 +167,13 @@ def write_atomically(target: Path, data: bytes, staging_dir: Path) -> None:
     publish(tmp, target)
 
 
+def _naming_the_track(exc: DownloadError, staging: Path, target: Path) -> DownloadError:
+    """Errors are read by users: they name the track's file, never a staging file."""
+    text = str(exc).replace(str(staging), str(target)).replace(staging.name, target.name)
+    exc.args = (text,)
+    return exc
+
+
 class Pipeline:
     """Runs track and album jobs; shares the daemon's download slots."""
 
@@ -179,26 +193,33 @@ class Pipeline:
     async def run_track_job(self, job: Job, report: Report,
                             attempt: Attempt | None = None) -> dict[str, Any]:
         meta = await self.upstream.track_in_album(job.spec.tidal_id)
-        request = TrackRequest(meta, job.spec.quality, job.spec.min_quality,
-                               attempt or Unleased(job.id))
+        attempt = attempt or Unleased(job.id)
+        attempt.learned({"artistName": meta.album_artist, "albumTitle": meta.album_title,
+                         "trackTitle": meta.full_title})
 
         def on_progress(fraction: float) -> None:
             report(fraction, None, False)
 
-        return await self.track(request, on_progress)
+        async with self.editions.track(meta, job.spec.quality.extension) as edition:
+            request = TrackRequest(meta, job.spec.quality, job.spec.min_quality, attempt,
+                                   edition, force=job.spec.force)
+            return await self.track(request, on_progress)
 
     async def run_album_job(self, job: Job, report: Report,
                             attempt: Attempt | None = None) -> list[dict[str, Any]]:
         """Download the album's missing tracks; raises AlbumFailed if any track failed."""
         album = await self.upstream.album(job.spec.tidal_id)
+        attempt = attempt or Unleased(job.id)
+        attempt.learned({"artistName": album.artist, "albumTitle": album.title})
         entries = self._album_entries(album, job.track_progress)
         report(self._album_fraction(album, entries), list(entries.values()), True)
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
         earlier = [e.get("path") for e in entries.values()]
         async with self.editions.album(album, job.spec.quality.extension, earlier) as edition:
             await self._run_lanes(todo, lambda t: self._album_track(
-                TrackRequest(t, job.spec.quality, job.spec.min_quality,
-                             attempt or Unleased(job.id), edition), album, entries, report))
+                TrackRequest(t, job.spec.quality, job.spec.min_quality, attempt, edition,
+                             job.spec.force),
+                album, entries, report))
         tracks = [entries[t.id] for t in album.tracks]
         if self.draining and any(e["status"] == "queued" for e in tracks):
             report(self._album_fraction(album, entries), tracks, True)
@@ -229,7 +250,7 @@ class Pipeline:
                 continue
             entries[t.id] = {"trackId": t.id, "title": t.full_title, "discNumber": t.disc_number,
                              "trackNumber": t.track_number, "status": "queued", "progress": 0.0,
-                             "quality": None, "path": None, "error": None,
+                             "quality": None, "path": None, "error": None, "skipped": False,
                              "attempts": (old or {}).get("attempts", 0)}
         return entries
 
@@ -260,7 +281,8 @@ class Pipeline:
             log.warning("album %s track %s failed: %s", album.id, track.id, exc)
         else:
             entry.update(status="completed", progress=1.0, path=result["path"],
-                         quality=result["quality"], skipped=result["skipped"])
+                         quality=result["quality"], skipped=result["skipped"],
+                         bytes=result["bytes"], replaced=result.get("replaced"))
             entry.pop("failureCode", None)
             entry.pop("retryable", None)
         report(self._album_fraction(album, entries), list(entries.values()), True)
@@ -304,14 +326,18 @@ class Pipeline:
         return replace(req, edition=await self.editions.settle(req.meta, extension,
                                                                req.edition))
 
-    async def _already_there(self, target: Path, meta: TrackMeta, quality: Quality) -> bool:
+    def _conflict(self, req: TrackRequest) -> str:
+        return "overwrite" if req.force else self.settings.conflict
+
+    async def _already_there(self, req: TrackRequest, target: Path, quality: Quality) -> bool:
         """The conflict policy: is the file at ``target`` to be kept instead of downloading?
         A file of ours is taken as "already there" only if it still verifies."""
+        meta = req.meta
         if not target.exists():
             return False
-        if self.settings.conflict == "skip":
+        if self._conflict(req) == "skip":
             return True
-        if self.settings.conflict == "overwrite":
+        if self._conflict(req) == "overwrite":
             return False
         track_id, have = await asyncio.to_thread(tags.read_identity, target)
         try:
@@ -327,11 +353,13 @@ class Pipeline:
             return False
         return True
 
-    async def _skipped(self, target: Path, quality: Quality) -> dict[str, Any]:
+    async def _skipped(self, target: Path, quality: Quality,
+                       kept_better: bool = False) -> dict[str, Any]:
         facts = await asyncio.to_thread(verify.probe, target)
         return {"path": str(target), "quality": quality.value, "codec": facts.codec,
                 "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate,
-                "bytes": target.stat().st_size, "skipped": True}
+                "bytes": target.stat().st_size, "skipped": True, "keptBetter": kept_better,
+                "replaced": None}
 
     async def resolve(self, track_id: int, quality: Quality) -> Served:
         """The stream for a track: hi-res DASH when asked and available, else /track/."""
@@ -350,8 +378,11 @@ class Pipeline:
         meta = req.meta
         req = await self._settle_edition(req, req.quality.extension)
         target = self._target(req, req.quality.extension)
-        if await self._already_there(target, meta, req.quality):
+        if await self._already_there(req, target, req.quality):
             return await self._skipped(target, req.quality)
+        better = await self._better_version(req, target)
+        if better is not None:
+            return await self._skipped(better[0], better[1], kept_better=True)
         served = await self.resolve(meta.id, req.quality)
         if req.min_quality is not None and served.quality.rank < req.min_quality.rank:
             raise QualityUnavailable(f"the upstream serves {served.quality.value}, below the "
@@ -360,10 +391,45 @@ class Pipeline:
         if extension != target.suffix:
             req = await self._settle_edition(req, extension)
             target = self._target(req, extension)
-            if await self._already_there(target, meta, served.quality):
+            if await self._already_there(req, target, served.quality):
                 return await self._skipped(target, served.quality)
         staging = self.staging_dir / f"{req.attempt.key}-{meta.id}.part{extension}"
-        return await self._download_and_publish(req, served, staging, target, on_progress)
+        result = await self._download_and_publish(req, served, staging, target, on_progress)
+        replaced = await asyncio.to_thread(self._drop_other_versions, Path(result["path"]),
+                                           meta)
+        return {**result, "replaced": replaced}
+
+    def _other_versions(self, target: Path, meta: TrackMeta) -> list[tuple[Path, Quality]]:
+        """This track's files beside ``target`` in the other container (.m4a/.flac)."""
+        found = []
+        for other in (target.with_suffix(".flac"), target.with_suffix(".m4a")):
+            if other == target or not other.exists():
+                continue
+            track_id, quality = tags.read_identity(other)
+            if track_id == str(meta.id) and quality is not None \
+                    and quality in Quality.__members__:
+                found.append((other, Quality(quality)))
+        return found
+
+    async def _better_version(self, req: TrackRequest, target: Path
+                              ) -> tuple[Path, Quality] | None:
+        """A file of this track at a quality at least as good, in the other container:
+        a downgrade keeps it (one file per track), unless the job forces."""
+        if req.force:
+            return None
+        for other, quality in await asyncio.to_thread(self._other_versions, target, req.meta):
+            if quality.rank >= req.quality.rank and \
+                    await self._already_there(req, other, quality):
+                return other, quality
+        return None
+
+    def _drop_other_versions(self, published: Path, meta: TrackMeta) -> str | None:
+        """After an upgrade is published (and verified), the old file goes."""
+        replaced = None
+        for other, _ in self._other_versions(published, meta):
+            other.unlink(missing_ok=True)
+            replaced = str(other)
+        return replaced
 
     async def _download_and_publish(self, req: TrackRequest, served: Served, staging: Path,
                                     target: Path,
@@ -378,7 +444,7 @@ class Pipeline:
                                 lyrics.text if lyrics else None)
             await asyncio.to_thread(tags.write_tags, staging, data)
             facts = await verify.verify(staging, req.meta.duration_s)
-            if await self._same_audio(target, facts, req.meta):
+            if await self._same_audio(req, target, facts):
                 staging.unlink()
                 return await self._skipped(target, served.quality)
             size = staging.stat().st_size
@@ -386,13 +452,15 @@ class Pipeline:
                 req.meta, target, req.edition,
                 lambda to: publish(staging, to, req.attempt.check_lease))
             await self._extras(target, req.meta, cover, lyrics.synced if lyrics else None)
+        except DownloadError as exc:
+            raise _naming_the_track(exc, staging, target) from None
         except OSError as exc:
-            raise from_os_error(exc) from exc
+            raise _naming_the_track(from_os_error(exc), staging, target) from exc
         finally:
             staging.unlink(missing_ok=True)  # this attempt's own file: no one else's
         return {"path": str(target), "quality": served.quality.value, "codec": facts.codec,
                 "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate, "bytes": size,
-                "skipped": False}
+                "skipped": False, "keptBetter": False}
 
     async def _fetch_fresh(self, req: TrackRequest, served: Served, staging: Path,
                            on_progress: Progress) -> Served:
@@ -416,16 +484,16 @@ class Pipeline:
                 served = await self.resolve(req.meta.id, req.quality)
         raise AssertionError("unreachable")
 
-    async def _same_audio(self, target: Path, facts: verify.AudioFacts,
-                          meta: TrackMeta) -> bool:
+    async def _same_audio(self, req: TrackRequest, target: Path,
+                          facts: verify.AudioFacts) -> bool:
         """overwrite_if_different: the same decoded audio is not replaced. The MD5 in a
         header proves nothing about the frames after it, so the file must also verify."""
-        if self.settings.conflict != "overwrite_if_different" or facts.md5 is None:
+        if self._conflict(req) != "overwrite_if_different" or facts.md5 is None:
             return False
         if not target.exists() or await asyncio.to_thread(tags.flac_md5, target) != facts.md5:
             return False
         try:
-            await verify.verify(target, meta.duration_s)
+            await verify.verify(target, req.meta.duration_s)
         except IntegrityFailed:
             return False
         return True
@@ -456,4 +524,5 @@ class Pipeline:
             await asyncio.to_thread(write_atomically, target.parent / "cover.jpg", cover, staging)
         if synced:
             lrc = target.with_suffix(".lrc")
-            await asyncio.to_thread(write_atomically, lrc, synced.encode(), staging)
+            text = synced if synced.endswith("\n") else synced + "\n"
+            await asyncio.to_thread(write_atomically, lrc, text.encode(), staging)

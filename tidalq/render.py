@@ -49,12 +49,14 @@ def _when(ms: int | None) -> str:
     return time.strftime("%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
-def _title(job: dict[str, Any]) -> str:
-    spec = job["job"]
+def _title(spec: dict[str, Any]) -> str:
+    """"Artist – Album" or "Artist – Track" once the daemon knows them, else "album 100"."""
     kind = spec["type"]
-    tidal_id = spec.get("trackId") or spec.get("albumId")
-    label = spec.get("trackTitle") or spec.get("albumTitle") or ""
-    return f"{kind} {tidal_id}" + (f" {label}" if label else "")
+    name = spec.get("trackTitle") if kind == "track" else spec.get("albumTitle")
+    if not name:
+        return f"{kind} {spec.get('trackId') or spec.get('albumId')}"
+    artist = spec.get("artistName")
+    return f"{artist} – {name}" if artist else name
 
 
 def _percent(progress: float) -> str:
@@ -72,7 +74,8 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
         note = job.get("error") or ""
         if job["job"]["type"] == "album" and job.get("trackCount"):
             note = f"{job['completedTracks']}/{job['trackCount']} tracks " + note
-        table.add_row(job["id"], _title(job), job["job"]["quality"], _status(job["status"]),
+        table.add_row(job["id"], _title(job["job"]), job["job"]["quality"],
+                      _status(job["status"]),
                       _percent(job["progress"]), _when(job["createdAt"]), note.strip())
     out.print(table)
 
@@ -80,7 +83,9 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
 def job_detail(job: dict[str, Any]) -> None:
     out.print(Text.assemble((job["id"], "bold"), "  ", _status(job["status"]),
                             f"  {_percent(job['progress'])}"))
-    rows = [("what", _title(job)), ("quality", job["job"]["quality"]),
+    rows = [("what", f"{_title(job['job'])} ({job['job']['type']} "
+                     f"{job['job'].get('trackId') or job['job'].get('albumId')})"),
+            ("quality", job["job"]["quality"]),
             ("priority", job["priority"]), ("attempts", f"{job['attempts']}/{job['maxAttempts']}"),
             ("created", _when(job["createdAt"])), ("started", _when(job["startedAt"])),
             ("finished", _when(job["completedAt"])), ("next retry", _when(job["nextRetryAt"]))]
@@ -124,17 +129,23 @@ def status_view(stats: dict[str, Any]) -> Group:
     if w.get("problem"):
         parts.append(Text(f"! {w['problem']}", style="bold red"))
     for job in stats.get("active", []):
-        bar = Table.grid(padding=(0, 1))
-        bar.add_column(width=28)
-        bar.add_column(width=30)
-        bar.add_column()
-        eta = job.get("etaS")
-        eta_text = f"ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
-        bar.add_row(job["id"], ProgressBar(total=1.0, completed=job["progress"],
-                                                     width=30),
-                    f"{_percent(job['progress'])} {job['type']} {job['tidalId']} {eta_text}")
-        parts.append(bar)
+        parts.append(_active_line(job))
     return Group(*parts)
+
+
+def _active_line(job: dict[str, Any]) -> Table:
+    """One running job on one line: titles are cut to fit, never wrapped."""
+    eta = job.get("etaS")
+    eta_text = f" ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
+    tracks = f" {job['completedTracks']}/{job['trackCount']}" if job.get("trackCount") else ""
+    line = Table.grid(padding=(0, 1), expand=True)
+    line.add_column(width=27, no_wrap=True)
+    line.add_column(width=12, no_wrap=True)
+    line.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    line.add_column(no_wrap=True)
+    line.add_row(job["id"], ProgressBar(total=1.0, completed=job["progress"], width=12),
+                 _title(job), f"{_percent(job['progress'])}{tracks}{eta_text}")
+    return line
 
 
 def _rate(bytes_per_s: float) -> str:
@@ -149,16 +160,20 @@ def status(stats: dict[str, Any]) -> None:
     out.print(status_view(stats))
 
 
-def results(answer: dict[str, Any], verb: str) -> int:
-    """Per-job outcome lines; returns how many failed."""
-    failures = 0
+def results(answer: dict[str, Any], verb: str, notes: bool = False) -> int:
+    """Per-job outcome lines; returns how many failed (``notes``: how many succeeded, and
+    the others are printed as notes)."""
+    failures = succeeded = 0
     for r in answer.get("results", []):
         if r.get("ok"):
+            succeeded += 1
             out.print(f"{verb} {r['id']}")
+        elif notes:
+            err.print(f"note: {r['id']}: {r.get('error')}")
         else:
             failures += 1
             error(f"{r['id']}: {r.get('error')}")
-    return failures
+    return succeeded if notes else failures
 
 
 def wait_summary(jobs: list[dict[str, Any]], timed_out: bool) -> None:
@@ -167,6 +182,14 @@ def wait_summary(jobs: list[dict[str, Any]], timed_out: bool) -> None:
                                 f" {job.get('error') or ''}"))
     if timed_out:
         error("timed out waiting for jobs to finish")
+
+
+def event_line(event: dict[str, Any]) -> None:
+    """One job event as a plain line (``tidalq watch`` into a pipe or a file)."""
+    when = time.strftime("%H:%M:%S", time.localtime((event.get("at") or 0) / 1000))
+    sys.stdout.write(f"{when} {event.get('jobId')} {event.get('type')} {event.get('status')} "
+                     f"{_percent(float(event.get('progress') or 0)).strip()}\n")
+    sys.stdout.flush()
 
 
 def message(text: str) -> None:

@@ -215,10 +215,7 @@ async def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         paused = await ctx.store.queue_paused()
     except StoreUnavailable:
         counts, paused = {}, False
-    active = [{"id": s.job_id, "type": s.claim.job.spec.type,
-               "tidalId": s.claim.job.spec.tidal_id, "progress": round(s.progress, 4),
-               "etaS": s.eta_s(), "tracks": s.tracks}
-              for s in pool.active.values()]
+    active = [s.summary() for s in pool.active.values()]
     return {
         "success": True, "queue": {s.value: counts.get(s.value, 0) for s in JobStatus},
         "worker": {"running": pool.running, "activeDownloads": pool.active_downloads,

@@ -91,10 +91,29 @@ class ActiveJob:
     dirty: bool = False
     stop_reason: str | None = None  # "cancelled", "lost" or "drain"
     samples: list[tuple[float, float]] = field(default_factory=list)
+    titles: dict[str, str] | None = None  # learned from the upstream, not yet stored
+    known_titles: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def job_id(self) -> str:
         return self.claim.job.id
+
+    def learned(self, titles: dict[str, str]) -> None:
+        self.titles = {k: v for k, v in titles.items() if v}
+        self.known_titles.update(self.titles)
+        self.dirty = True
+
+    def summary(self) -> dict[str, Any]:
+        """What `status` shows of a running job: counts and titles, no per-track list."""
+        spec = self.claim.job.spec
+        tracks = self.tracks or []
+        return {"id": self.job_id, "type": spec.type, "tidalId": spec.tidal_id,
+                "quality": spec.quality.value, **spec.to_json(), **self.known_titles,
+                "progress": round(self.progress, 4), "etaS": self.eta_s(),
+                "trackCount": len(tracks) if spec.type == "album" else None,
+                "completedTracks": sum(1 for t in tracks if t.get("status") == "completed")
+                if spec.type == "album" else None}
 
     @property
     def key(self) -> str:
@@ -285,6 +304,8 @@ class WorkerPool:
     async def _run_job(self, state: ActiveJob, after: asyncio.Task[None] | None) -> None:
         job = state.claim.job
         assert self.pipeline is not None
+        log.info("job %s start: %s %s %s attempt %d/%d", job.id, job.spec.type,
+                 job.spec.tidal_id, job.spec.quality.value, job.attempts, job.max_attempts)
         try:
             if after is not None:
                 await asyncio.wait([after])
@@ -330,6 +351,7 @@ class WorkerPool:
                       failure: Failure | None = None) -> None:
         """Tell the store how the job ended; retried while the store is away. Anything
         else going wrong here ends the job with a code: a finishing task never dies."""
+        self._log_end(how, state, result, tracks, failure)
         try:
             await self._finish_retrying(how, state, result, tracks, failure)
         except Exception as exc:
@@ -339,6 +361,22 @@ class WorkerPool:
             broken = Failure(f"internal error while recording the job's end: {exc!r}",
                              FailureCode.INTERNAL, False)
             await self._finish("fail", state, None, None, broken)
+
+    @staticmethod
+    def _log_end(how: str, state: ActiveJob, result: dict[str, Any] | None,
+                 tracks: list[dict[str, Any]] | None, failure: Failure | None) -> None:
+        """One line per job end, for journald and grep: key=value, titles quoted."""
+        outcome = {"complete": "completed", "release": "released"}.get(how, "failed")
+        if failure is not None and failure.retryable and how == "fail":
+            outcome = "failed-will-retry"
+        files = [result] if result else [t for t in tracks or () if t.get("status")]
+        size = sum(int(f.get("bytes") or 0) for f in files)
+        titles = " ".join(f'{k}="{v}"' for k, v in state.known_titles.items())
+        error = f' code={failure.code} error="{failure.message[:200]}"' if failure else ""
+        log.info("job %s end: outcome=%s kind=%s id=%s %s duration_s=%.1f bytes=%d%s",
+                 state.job_id, outcome, state.claim.job.spec.type,
+                 state.claim.job.spec.tidal_id, titles,
+                 time.monotonic() - state.started, size, error)
 
     async def _finish_retrying(self, how: str, state: ActiveJob, result: dict[str, Any] | None,
                                tracks: list[dict[str, Any]] | None,
@@ -396,9 +434,9 @@ class WorkerPool:
         job_id, token = state.job_id, state.claim.token
         try:
             if state.dirty:
-                state.dirty = False
+                state.dirty, titles, state.titles = False, state.titles, None
                 lease = await self.store.report_progress(job_id, token, state.progress,
-                                                         state.tracks)
+                                                         state.tracks, titles)
                 if lease is LeaseState.HELD:
                     sent = time.monotonic()
                     lease = await self.store.renew(job_id, token, self.settings.lease)

@@ -39,28 +39,35 @@ def _cut_utf8(text: str, limit: int) -> str:
     return encoded[:limit].decode("utf-8", "ignore")
 
 
-def sanitize(component: str, extension: str = "") -> str:
-    """One safe path component (``extension`` kept whole when the name is cut)."""
+def sanitize(component: str, extension: str = "", fallback: str = "_") -> str:
+    """One safe path component (``extension`` kept whole when the name is cut): never
+    hidden (no leading dot), never empty (``fallback`` instead)."""
     text = unicodedata.normalize("NFC", component)
     text = _RESERVED.sub("_", text).strip()
-    text = text.rstrip(". ")
-    if text in ("", ".", ".."):
-        text = "_"
+    text = text.rstrip(". ").lstrip(". ")
+    if not text or not text.strip("_- "):
+        text = fallback
     if text.split(".")[0].upper() in _WINDOWS_NAMES:
         text = "_" + text
-    text = _cut_utf8(text, MAX_COMPONENT_BYTES - len(extension.encode())).rstrip(". ") or "_"
+    text = _cut_utf8(text, MAX_COMPONENT_BYTES - len(extension.encode())).rstrip(". ") \
+        or fallback
     return text + extension
+
+
+def _named(text: str, fallback: str) -> str:
+    """``text``, or ``fallback`` when nothing of it would survive sanitising (``..``)."""
+    return text if sanitize(text, fallback="") else fallback
 
 
 def template_values(track: TrackMeta, edition: bool = False) -> dict[str, str]:
     """The template's fields for one track. ``edition`` marks an album whose plain folder
     holds another edition (same titles, other TIDAL ids): its folder gains `` [album id]``."""
     multi_disc = (track.disc_total or 1) > 1 or track.disc_number > 1
-    number = f"{track.track_number:02d}"
+    number = str(track.track_number).zfill(track.track_width)
     album = f"{track.album_title} [{track.album_id}]" if edition else track.album_title
     return {
         "albumartist": track.album_artist, "artist": track.artist_name,
-        "album": album, "title": track.full_title,
+        "album": album, "title": _named(track.full_title, str(track.id)),
         "disc_track": f"{track.disc_number}-{number}" if multi_disc else number,
         "track": number, "disc": str(track.disc_number),
         "year": (track.release_date or "")[:4], "isrc": track.isrc or "", "id": str(track.id),

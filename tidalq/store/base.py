@@ -31,6 +31,8 @@ MAX_RESULT_BYTES = 256 * 1024  # a job document never grows past this
 MAX_LIST = 10_000
 
 TrackProgress = list[dict[str, Any]]
+Titles = dict[str, str]  # what the daemon learned: artistName, albumTitle, trackTitle
+TITLE_KEYS = ("artistName", "albumTitle", "trackTitle")
 
 
 class JobStore(abc.ABC):
@@ -73,8 +75,10 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def report_progress(self, job_id: str, token: str, progress: float,
-                              track_progress: TrackProgress | None = None) -> LeaseState:
-        """Record progress (and album track states) for a held job."""
+                              track_progress: TrackProgress | None = None,
+                              titles: Titles | None = None) -> LeaseState:
+        """Record progress (and album track states, and the titles the daemon learned for
+        the job's ``job`` object) for a held job."""
 
     @abc.abstractmethod
     async def complete(self, job_id: str, token: str, result: dict[str, Any] | None = None,
@@ -163,6 +167,15 @@ def check_progress(progress: float) -> float:
     if not isinstance(progress, int | float) or progress != progress:
         raise InvalidInput("progress must be a number", "progress")
     return min(1.0, max(0.0, float(progress)))
+
+
+def check_titles(titles: Titles | None) -> Titles:
+    titles = titles or {}
+    if set(titles) - set(TITLE_KEYS) or not all(isinstance(v, str) and len(v) <= 1024
+                                                for v in titles.values()):
+        raise InvalidInput(f"titles may hold {', '.join(TITLE_KEYS)} as short strings",
+                           "titles")
+    return titles
 
 
 def check_limit(limit: int) -> int:

@@ -30,10 +30,12 @@ from tidalq.models import (
 from tidalq.store import rules
 from tidalq.store.base import (
     JobStore,
+    Titles,
     TrackProgress,
     check_limit,
     check_progress,
     check_size,
+    check_titles,
     lease_ms,
 )
 
@@ -173,8 +175,10 @@ class MemoryStore(JobStore):
         return rules.renew(job, token, self._clock(), lease_ms(lease_s))
 
     async def report_progress(self, job_id: str, token: str, progress: float,
-                              track_progress: TrackProgress | None = None) -> LeaseState:
+                              track_progress: TrackProgress | None = None,
+                              titles: Titles | None = None) -> LeaseState:
         progress = check_progress(progress)
+        titles = check_titles(titles)
         if track_progress is not None:
             check_size(track_progress, "trackProgress")
         job = self._jobs.get(job_id)
@@ -182,7 +186,7 @@ class MemoryStore(JobStore):
             return LeaseState.LOST
         state = rules.lease_state(job, token)
         if state is LeaseState.HELD:
-            rules.record_progress(job, progress, track_progress, self._clock())
+            rules.record_progress(job, progress, track_progress, self._clock(), titles)
             self._emit(job, "progress")
         return state
 

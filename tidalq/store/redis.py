@@ -39,10 +39,12 @@ from tidalq.store import redis_lua as lua
 from tidalq.store import rules
 from tidalq.store.base import (
     JobStore,
+    Titles,
     TrackProgress,
     check_limit,
     check_progress,
     check_size,
+    check_titles,
     lease_ms,
 )
 
@@ -54,7 +56,8 @@ def _opt_int(value: str | None) -> int | None:
 def _job_from_hash(flat: list[str] | dict[str, str]) -> Job:
     h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
     return Job(
-        id=h["id"], spec=JobSpec.from_json(json.loads(h["spec"])),
+        id=h["id"], spec=JobSpec.from_json({**json.loads(h["spec"]),
+                                            **json.loads(h.get("titles") or "{}")}),
         status=JobStatus(h["status"]), priority=Priority(h["priority"]),
         progress=float(h.get("progress") or 0), created_at=int(h["createdAt"]),
         started_at=_opt_int(h.get("startedAt")), completed_at=_opt_int(h.get("completedAt")),
@@ -189,14 +192,16 @@ class RedisStore(JobStore):
         return LeaseState(await self._script("renew", job_id, token, lease_ms(lease_s)))
 
     async def report_progress(self, job_id: str, token: str, progress: float,
-                              track_progress: TrackProgress | None = None) -> LeaseState:
+                              track_progress: TrackProgress | None = None,
+                              titles: Titles | None = None) -> LeaseState:
         progress = check_progress(progress)
         tracks, done = "", 0
         if track_progress is not None:
             check_size(track_progress, "trackProgress")
             tracks, done = json.dumps(track_progress), rules.completed_tracks(track_progress)
+        learned = json.dumps(check_titles(titles)) if titles else ""
         return LeaseState(await self._script("progress", job_id, token, round(progress, 4),
-                                             tracks, done))
+                                             tracks, done, learned))
 
     async def _finish(self, job_id: str, token: str, action: str, result: str = "",
                       tracks: TrackProgress | None = None, failure: Failure | None = None) -> Job:

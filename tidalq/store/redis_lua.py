@@ -169,12 +169,15 @@ return 'held'
 
 PROGRESS = PRELUDE + r"""
 local id, token, progress, tracks, done = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local titles = ARGV[6]
 if redis.call('EXISTS', jk(id)) == 0 or get(id, 'token') ~= token then return 'lost' end
 local status = get(id, 'status')
 if status == 'cancelled' then return 'cancelled' end
 if status ~= 'processing' then return 'lost' end
 local now = now_ms()
 redis.call('HSET', jk(id), 'progress', progress, 'updatedAt', now)
+-- titles the daemon learned: kept as given, merged into the spec when read
+if titles ~= '' then redis.call('HSET', jk(id), 'titles', titles) end
 if tracks ~= '' then
   redis.call('HSET', jk(id), 'tracks', tracks)
   -- another album track done: durable progress, the stall count starts again

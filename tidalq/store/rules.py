@@ -76,11 +76,13 @@ def completed_tracks(track_progress: list[dict[str, Any]] | None) -> int:
 
 
 def record_progress(job: Job, progress: float, track_progress: list[dict[str, Any]] | None,
-                    now: int) -> None:
+                    now: int, titles: dict[str, str] | None = None) -> None:
     """Progress of a held job. An album that completed another track has made durable
     progress: its stall count starts again, so daemons killed while it runs (an operator's
     kill -9, a reboot) never fail it as a job "whose worker kept dying"."""
     job.progress = progress
+    if titles:
+        job.spec = JobSpec.from_json({**job.spec.to_json(), **titles})
     if track_progress is not None:
         if completed_tracks(track_progress) > completed_tracks(job.track_progress):
             job.stalls = 0

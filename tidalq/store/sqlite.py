@@ -46,10 +46,12 @@ from tidalq.models import (
 from tidalq.store import rules
 from tidalq.store.base import (
     JobStore,
+    Titles,
     TrackProgress,
     check_limit,
     check_progress,
     check_size,
+    check_titles,
     lease_ms,
 )
 
@@ -354,8 +356,10 @@ class SqliteStore(JobStore):
         return await self._write(fn)
 
     async def report_progress(self, job_id: str, token: str, progress: float,
-                              track_progress: TrackProgress | None = None) -> LeaseState:
+                              track_progress: TrackProgress | None = None,
+                              titles: Titles | None = None) -> LeaseState:
         progress = check_progress(progress)
+        titles = check_titles(titles)
         if track_progress is not None:
             check_size(track_progress, "trackProgress")
 
@@ -366,7 +370,7 @@ class SqliteStore(JobStore):
                 return LeaseState.LOST
             state = rules.lease_state(job, token)
             if state is LeaseState.HELD:
-                rules.record_progress(job, progress, track_progress, now_ms())
+                rules.record_progress(job, progress, track_progress, now_ms(), titles)
                 self._save(conn, job, job.status, "progress")
             return state
 

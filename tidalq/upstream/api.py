@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,6 +55,9 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     return bytes(body)
 
 
+# what a 404 of each endpoint says does not exist
+WHAT_IS_MISSING = {"info": "track", "track": "track", "trackManifests": "track",
+                   "album": "album", "lyrics": "lyrics of track"}
 RETRY_AFTER_LIMIT_S = 7 * 86400.0  # a server asking for more is wrong; the worker caps lower
 
 
@@ -126,8 +130,10 @@ class UpstreamClient:
         for base in self._order():
             try:
                 return await self._get_one(base, path, params)
-            except UpstreamNotFound:
-                raise
+            except UpstreamNotFound as exc:
+                noun = WHAT_IS_MISSING.get(path, path)
+                raise UpstreamNotFound(f"{noun} {params.get('id')} does not exist on TIDAL "
+                                       f"({exc})") from exc
             except RateLimited as exc:
                 self._skip_until[base] = self._clock() + (exc.retry_after_s or self.skip_window_s)
                 last = exc
@@ -184,13 +190,12 @@ class UpstreamClient:
         if meta.album_id is None:
             return meta
         try:
-            album, _ = album_page(await self.get_json(
-                "album", {"id": meta.album_id, "limit": 1, "offset": 0}))
+            album = await self.album(meta.album_id)
         except DownloadError as exc:
             if not exc.retryable:
                 return meta
             raise
-        return with_album(meta, album)
+        return next((t for t in album.tracks if t.id == track_id), meta)
 
     async def playback(self, track_id: int, quality: Quality) -> mf.Served:
         payload = await self.get_json("track", {"id": track_id, "quality": quality.value})
@@ -354,22 +359,22 @@ def parse_track(raw: Any, album: dict[str, Any] | None = None) -> TrackMeta:
     )
 
 
-def with_album(meta: TrackMeta, album: dict[str, Any]) -> TrackMeta:
-    artist = album.get("artist", {}).get("name") if isinstance(album.get("artist"), dict) \
-        else None
-    return replace(
-        meta, album_title=str(album.get("title") or meta.album_title),
-        album_artist=artist or meta.album_artist,
-        album_cover=_text(album.get("cover")) or meta.album_cover,
-        release_date=_text(album.get("releaseDate")) or meta.release_date,
-        upc=_text(album.get("upc")) or meta.upc,
-        track_total=album.get("numberOfTracks") or meta.track_total,
-        disc_total=album.get("numberOfVolumes") or meta.disc_total)
+def per_disc_totals(tracks: list[TrackMeta], volumes: int) -> list[TrackMeta]:
+    """TRACKTOTAL is the track's own disc's count (as Picard and beets write it), and
+    ``track_width`` pads numbers to the largest on that disc."""
+    on_disc = Counter(t.disc_number for t in tracks)
+    largest: dict[int, int] = {}
+    for t in tracks:
+        largest[t.disc_number] = max(largest.get(t.disc_number, 0), t.track_number)
+    discs = max([volumes, *on_disc]) if on_disc else volumes
+    return [replace(t, track_total=on_disc[t.disc_number], disc_total=discs,
+                    track_width=max(2, len(str(largest[t.disc_number])))) for t in tracks]
 
 
 def parse_album(raw: dict[str, Any], tracks: list[TrackMeta]) -> AlbumMeta:
     artist = raw.get("artist", {}).get("name") if isinstance(raw.get("artist"), dict) else None
     tracks = sorted(tracks, key=lambda t: (t.disc_number, t.track_number))
+    tracks = per_disc_totals(tracks, int(raw.get("numberOfVolumes") or 1))
     return AlbumMeta(
         id=int(raw["id"]), title=str(raw.get("title") or "Unknown Album"),
         artist=artist or (tracks[0].album_artist if tracks else "Unknown Artist"),

@@ -258,7 +258,8 @@ def _expand(root: ET.Element, period: ET.Element, rep: ET.Element, template: ET.
     rep_id, bandwidth = rep.get("id", ""), rep.get("bandwidth", "")
     seconds = parse_iso_duration(period.get("duration")) \
         or parse_iso_duration(root.get("mediaPresentationDuration"))
-    total_ticks = seconds * timescale if seconds is not None else None
+    # rounded: 2.007 s × 1000 is 2007.0000000000002 in floating point, not one tick more
+    total_ticks = round(seconds * timescale, 6) if seconds is not None else None
     timeline = _child(template, "SegmentTimeline")
     if timeline is not None:
         segments = expand_timeline(timeline, total_ticks)
