@@ -29,7 +29,7 @@ USER_UNITS = sorted((ROOT / "systemd" / "user").glob("tidalq.*"))
 def _with_real_binary(unit: Path, out_dir: Path) -> Path:
     tidalq = shutil.which("tidalq") or f"{sys.executable} -m tidalq"
     text = unit.read_text()
-    text = text.replace("/usr/local/bin/tidalq", tidalq).replace("%h/.local/bin/tidalq", tidalq)
+    text = text.replace("/opt/tidalq/bin/tidalq", tidalq).replace("%h/.local/bin/tidalq", tidalq)
     target = out_dir / unit.name
     target.write_text(text)
     return target
@@ -143,9 +143,17 @@ def test_wheel_installs_the_man_pages(tmp_path: Path) -> None:
     assert any(n.endswith("testing/data/track.m4a") for n in names)
 
 
+def readme_blocks(section: str) -> list[str]:
+    """The ```sh blocks of one ``## section`` of the README."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", body, re.S)
+
+
 def readme_tidalq_lines() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    blocks = [*re.findall(r"```sh\n(.*?)```", text.split("## Running it under systemd")[0],
+                          re.S)]
     lines = [line.strip() for block in blocks for line in block.splitlines()]
     return [line for line in lines if re.search(r"(^|\(|\s)tidalq ", line)
             and not line.startswith(("python -m", "TIDALQ_API_URLS", "REDIS_URL", "pip "))]
@@ -175,6 +183,67 @@ def test_every_readme_command_runs(make_daemon: Any, tmp_path: Path) -> None:
     help_text = d.cli("daemon", "--help").stdout
     for flag in ("--http", "--no-workers", "--store", "--download-dir", "--max-concurrent"):
         assert flag in help_text
+
+
+def test_the_readme_system_service_steps_install_a_unit_that_starts(tmp_path: Path) -> None:
+    """The README's system-service steps, run as far as they go without a systemd
+    manager, in a scratch root: every path under it, the user made with useradd --root."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    for name in ("passwd", "group", "shadow", "gshadow", "login.defs"):
+        if Path("/etc", name).exists():
+            shutil.copy(Path("/etc", name), root / "etc" / name)
+    block = next(b for b in readme_blocks("Running it under systemd") if "/opt/tidalq" in b)
+    script = []
+    for line in block.strip().splitlines():
+        if line.startswith(("apt-get ", "systemctl ")):
+            continue  # installed by scripts/test; no systemd manager runs here
+        line = re.sub(r"(?<![\w.])/(opt|etc|srv|usr)/", rf"{root}/\1/", line)
+        if line.startswith("useradd "):
+            line = line.replace("useradd ", f"useradd --root {root} ", 1)
+        elif "-o tidalq -g tidalq" in line:  # the user exists in the scratch root only
+            line = line.replace("-o tidalq -g tidalq",
+                                f"-o $(grep ^tidalq: {root}/etc/passwd | cut -d: -f3) "
+                                f"-g $(grep ^tidalq: {root}/etc/group | cut -d: -f3)")
+        script.append(line)
+    for folder in ("usr/local/bin", "etc/systemd/system"):  # what every Debian has
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    out = subprocess.run(["bash", "-ec", "\n".join(script)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    unit = root / "etc/systemd/system/tidalq.service"
+    exec_start = re.search(r"^ExecStart=(\S+)", unit.read_text(), re.M).group(1)  # type: ignore[union-attr]
+    version = subprocess.run([f"{root}{exec_start}", "--version"], capture_output=True,
+                             text=True, timeout=60)
+    assert version.returncode == 0 and "tidalq" in version.stdout
+    library = root / "srv/music/TIDAL"
+    owner = int(re.search(r"^tidalq:[^:]*:(\d+):", (root / "etc/passwd").read_text(),
+                          re.M).group(1))  # type: ignore[union-attr]
+    assert library.is_dir() and library.stat().st_uid == owner
+    verify = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}",
+                             "tidalq.service", "tidalq.socket"], capture_output=True,
+                            text=True, timeout=60)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    from tidalq.config import load_settings
+
+    settings = load_settings(config_path=root / "etc/tidalq/config.toml", env={})
+    assert settings.quality.value == "LOSSLESS"
+
+
+def test_the_readme_offline_recipe_runs_as_written() -> None:
+    """"Trying it offline", pasted into a shell after the venv exists (scripts/test made it)."""
+    block = readme_blocks("Trying it offline")[0].strip().splitlines()
+    assert block[0].startswith("python3 -m venv .venv")
+    for leftover in ("/tmp/tidal-library", "/tmp/tidalq-try", "/tmp/tidalq-try.db"):
+        shutil.rmtree(leftover, ignore_errors=True)
+        Path(leftover).unlink(missing_ok=True) if Path(leftover).is_file() else None
+    script = ["trap 'kill $(jobs -p) 2>/dev/null' EXIT", *block[1:]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL", "REDIS"))}
+    out = subprocess.run(["bash", "-ec", "\n".join(script)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "01 - Opening.flac" in out.stdout
 
 
 def test_fake_upstream_command_in_readme_serves(fake_proc: FakeProcess) -> None:

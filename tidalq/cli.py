@@ -435,7 +435,7 @@ def _watch_live(app: App, interval: float) -> None:
             time.sleep(0.25)  # at most four redraws a second, however busy the queue
 
 
-@main.command(hidden=True)
+@main.command()
 @pass_app
 @handles_errors
 def stop(app: App) -> None:
