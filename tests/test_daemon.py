@@ -95,7 +95,7 @@ async def test_album_through_the_socket(daemon: Daemon) -> None:
     stats = (await rpc(sock, "queue.stats"))["result"]
     assert stats["success"] is True and stats["queue"]["completed"] == 1
     assert set(stats["queue"]) == {"queued", "processing", "paused", "completed", "failed",
-                                   "cancelled"}
+                                   "cancelled", "total"}
     assert stats["worker"] == stats["worker"] | {"running": True, "activeDownloads": 0,
                                                  "maxConcurrent": 4}
     listed = (await rpc(sock, "queue.list", {"status": "completed"}))["result"]

@@ -74,7 +74,7 @@ async def test_seed_endpoints(api: tuple[str, aiohttp.ClientSession]) -> None:
     assert set(stats["worker"]) >= {"running", "activeDownloads", "maxConcurrent"}
 
 
-async def test_delete_cancels_live_and_removes_finished(
+async def test_delete_refuses_live_jobs_and_removes_finished(
         api: tuple[str, aiohttp.ClientSession], fake: RunningFake) -> None:
     url, session = api
     fake.faults.throttle_bps = 20_000
@@ -82,11 +82,13 @@ async def test_delete_cancels_live_and_removes_finished(
                                                                     "trackId": 1001}})
     job_url = f"{url}{BASE}/{body['jobId']}"
     status, body = await call(session, "DELETE", job_url)
-    assert status == 200 and body["message"] == "Job cancelled"
+    assert status == 400 and "Use PATCH to cancel instead" in body["error"]
+    status, body = await call(session, "PATCH", job_url, json={"action": "cancel"})
+    assert status == 200 and body["success"]
     _, body = await call(session, "GET", job_url)
     assert body["job"]["status"] == "cancelled"
     status, body = await call(session, "DELETE", job_url)
-    assert status == 200 and body["message"] == "Job removed"
+    assert status == 200 and body["message"] == "Job deleted"
     status, body = await call(session, "GET", job_url)
     assert status == 404 and body == {"success": False, "error": body["error"]}
 
@@ -94,7 +96,7 @@ async def test_delete_cancels_live_and_removes_finished(
 @pytest.mark.parametrize(("kw", "status", "needle"), [
     ({"json": {"job": {"type": "track", "trackId": 0}}}, 400, "job.trackId"),
     ({"json": {"job": {"type": "track", "trackId": 1, "quality": "MP3"}}}, 400, "job.quality"),
-    ({"json": {"nojob": 1}}, 400, "nojob"),
+    ({"json": {"nojob": 1}}, 400, "job is required"),
     ({"json": {"job": {"type": "album", "albumId": 1}, "maxRetries": -1}}, 400, "maxRetries"),
     ({"json": [1, 2]}, 400, "object"),
     ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "JSON"),
@@ -126,7 +128,7 @@ async def test_cancelled_job_does_not_block_an_equal_new_one(api: tuple[str, aio
     _, body = await call(session, "POST", url + BASE, json={"job": {"type": "track",
                                                                     "trackId": 1002}})
     other = f"{url}{BASE}/{body['jobId']}"
-    await call(session, "DELETE", other)  # cancelled
+    await call(session, "PATCH", other, json={"action": "cancel"})
     _, again = await call(session, "POST", url + BASE, json={"job": {"type": "track",
                                                                      "trackId": 1002}})
     assert again["jobId"] != body["jobId"]

@@ -45,7 +45,7 @@ async def test_illegal_transitions_are_refused_and_change_nothing(store: JobStor
     claim = await store.claim("w", 30)
     assert claim is not None
     with pytest.raises(IllegalTransition):
-        await store.pause(job.id)
+        await store.resume(job.id)  # a running job is not paused (pausing it is a request)
     await store.complete(job.id, claim.token, {"path": "x"})
     for op in (store.cancel, store.pause, store.resume):
         with pytest.raises(IllegalTransition):
@@ -259,6 +259,42 @@ async def test_an_album_that_completes_tracks_between_crashes_never_stalls_out(
     assert (await store.get(job.id)).failure_code == "STALLED"
 
 
+async def test_pausing_a_running_job_pauses_it_when_its_worker_releases_it(
+        store: JobStore) -> None:
+    job, _ = await store.submit(JobSpec("album", 9))
+    claim = await store.claim("w", 30)
+    assert claim is not None
+    asked = await store.pause(job.id)
+    assert asked.status is JobStatus.PROCESSING and asked.pause_requested
+    assert await store.renew(job.id, claim.token, 30) is LeaseState.PAUSE
+    released = await store.release(job.id, claim.token)
+    assert released.status is JobStatus.PAUSED and not released.pause_requested
+    assert released.attempts == 0 and await store.claim("w", 30) is None
+    resumed = await store.resume(job.id)
+    assert resumed.status is JobStatus.QUEUED
+    again = await store.claim("w", 30)
+    assert again is not None
+    await store.pause(job.id)
+    await store.resume(job.id)  # changed our mind before it took effect
+    assert await store.renew(job.id, again.token, 30) is LeaseState.HELD
+    done = await store.complete(job.id, again.token)
+    assert done.status is JobStatus.COMPLETED
+    assert await store.stats() == await recount(store)
+
+
+async def test_annotating_a_job_adds_to_its_job_object(store: JobStore) -> None:
+    job, _ = await store.submit(JobSpec("album", 2**53 - 1))
+    marked = await store.annotate(job.id, {"musicBrainzReleaseId": "b1a9c0e4-release"})
+    assert marked.spec.musicbrainz_release == "b1a9c0e4-release"
+    got = await store.get(job.id)
+    assert got.spec.tidal_id == 2**53 - 1 and got.spec.musicbrainz_release == "b1a9c0e4-release"
+    await store.cancel(job.id)
+    with pytest.raises(IllegalTransition):
+        await store.annotate(job.id, {"musicBrainzReleaseId": "x"})
+    with pytest.raises(InvalidInput):
+        await store.annotate(job.id, {"bogus": "x"})
+
+
 async def test_release_does_not_spend_an_attempt(store: JobStore) -> None:
     job, _ = await store.submit(track(1), max_attempts=1)
     claim = await store.claim("w", 30)
@@ -331,8 +367,12 @@ def test_spec_validation_names_the_field() -> None:
         JobSpec.from_json({"type": "track", "trackId": 1, "quality": "ULTRA"})
     with pytest.raises(InvalidInput, match=r"job\.type"):
         JobSpec.from_json({"type": "playlist"})
-    with pytest.raises(InvalidInput, match=r"job\.bogus"):
-        JobSpec.from_json({"type": "track", "trackId": 1, "bogus": 1})
+    with pytest.raises(InvalidInput, match=r"job\.forceOverwrite"):
+        JobSpec.from_json({"type": "track", "trackId": 1, "forceOverwrite": "yes"})
+    with pytest.raises(InvalidInput, match=r"job\.trackCount"):
+        JobSpec.from_json({"type": "album", "albumId": 1, "trackCount": "12"})
+    # fields no tidalq knows are ignored: newer web clients add fields
+    assert JobSpec.from_json({"type": "track", "trackId": 1, "bogus": 1}).extra == {}
     assert JobSpec.from_json({"type": "album", "albumId": "789"}).tidal_id == 789
 
 

@@ -1,8 +1,12 @@
-"""The seed's HTTP API (optional): ``/api/download-queue`` for web clients.
+"""The seed's HTTP API (optional): ``/api/download-queue`` for web clients, drop-in for the
+seed's web app (shared/design/web-client.md; shapes in :mod:`tidalq.webshape`).
 
-Bodies are the seed's (``{"success": true, …}``); errors are
-``{"success": false, "error": "…"}`` with 400 (bad input, naming the field), 404 (unknown
-job), 409 (illegal transition), 413 (body over 64 KiB), 415 (not JSON), 503 (store down).
+Routes: ``POST``/``GET /api/download-queue``, ``GET``/``PATCH``/``DELETE …/{jobId}``,
+``GET …/stats``, ``…/dashboard``, ``…/metrics``. Every action goes through the same RPC
+handlers as the socket and the CLI. Bodies are the seed's (``{"success": true, …}``);
+errors are ``{"success": false, "error": "…"}`` with 400 (bad input naming the field, or
+an action that does not apply, saying why), 404 (unknown job), 409 (illegal transition),
+413 (body over 64 KiB), 415 (not JSON), 503 (store down).
 Loopback-only unless ``http_token`` is set; with a token every request needs
 ``Authorization: Bearer TOKEN`` (compared in constant time). Cross-origin requests get no
 CORS headers unless their origin is listed in ``http_cors_origins``.
@@ -14,6 +18,7 @@ import hmac
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -27,8 +32,10 @@ from tidalq.errors import (
     StoreUnavailable,
 )
 from tidalq.jsontext import BadJson, loads_strict
-from tidalq.models import parse_status
-from tidalq.rpc import Context, stats, submit
+from tidalq.models import Job, JobStatus, now_ms, parse_status
+from tidalq.rpc import METHOD_TABLE, Context, annotate, stats, submit
+from tidalq.store.base import MAX_LIST
+from tidalq.webshape import metrics, queue_counts, web_job
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,10 @@ class HttpApi:
         r.add_post(BASE, self.post_job)
         r.add_get(BASE, self.list_jobs)
         r.add_get(f"{BASE}/stats", self.get_stats)
+        r.add_get(f"{BASE}/dashboard", self.get_dashboard)
+        r.add_get(f"{BASE}/metrics", self.get_metrics)
         r.add_get(BASE + "/{job_id}", self.get_job)
+        r.add_patch(BASE + "/{job_id}", self.patch_job)
         r.add_delete(BASE + "/{job_id}", self.delete_job)
 
     async def start(self, listen: str) -> None:
@@ -98,7 +108,9 @@ class HttpApi:
             return await handler(request)
         except InvalidInput as exc:
             return _fail(400, str(exc))
-        except (JobNotFound, AmbiguousJobId) as exc:
+        except JobNotFound:
+            return _fail(404, "Job not found")
+        except AmbiguousJobId as exc:
             return _fail(404, str(exc))
         except IllegalTransition as exc:
             return _fail(409, str(exc))
@@ -128,7 +140,7 @@ class HttpApi:
     @staticmethod
     def _cors_headers(origin: str) -> dict[str, str]:
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Allow-Methods": "GET, POST, DELETE",
+                "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE",
                 "Access-Control-Allow-Headers": "Content-Type, Authorization"}
 
     @web.middleware
@@ -165,12 +177,12 @@ class HttpApi:
 
     async def post_job(self, request: web.Request) -> web.Response:
         body = await self._json_body(request)
-        for key in body:
-            if key not in ("job", "priority", "maxRetries", "maxAttempts"):
-                raise InvalidInput(f"unknown field {key}", key)
         if "job" not in body:
             raise InvalidInput("job is required", "job")
-        params: dict[str, Any] = {"job": body["job"]}
+        job = body["job"]
+        if _flag(body, "forceOverwrite") and isinstance(job, dict):
+            job = {**job, "forceOverwrite": True}
+        params: dict[str, Any] = {"job": job}
         if "priority" in body:
             params["priority"] = body["priority"]
         if "maxAttempts" in body:
@@ -180,24 +192,72 @@ class HttpApi:
             if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
                 raise InvalidInput("maxRetries must be a whole number from 0", "maxRetries")
             params["maxAttempts"] = retries + 1
+        no_dedupe = _flag(body, "checkDuplicate", default=True) is False
         out = await submit(self.ctx, params)
         created = out["created"][0]
-        return web.json_response(
-            {"success": True, "jobId": out["jobIds"][0],
-             "message": "Job added to queue" if created else "An equal job is already queued"},
-            status=201 if created else 200)
+        answer: dict[str, Any] = {
+            "success": True, "jobId": out["jobIds"][0],
+            "message": "Job added to queue" if created else "An equal job is already queued"}
+        if no_dedupe and not created:
+            answer["warning"] = ("checkDuplicate: false is not supported: tidalq never runs "
+                                 "two equal jobs at once; the live one is returned")
+        return web.json_response(answer, status=201 if created else 200)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = request.query
         status = parse_status(q["status"]) if "status" in q else None
-        limit = _query_int(q.get("limit"), "limit", 100, 1, 1000)
-        offset = _query_int(q.get("offset"), "offset", 0, 0, 9000)
-        jobs = await self.ctx.store.list_jobs(status, limit + offset)
-        page = [j.to_json() for j in jobs[offset:offset + limit]]
+        limit = _query_int(q.get("limit"), "limit", MAX_LIST, 1, MAX_LIST)
+        offset = _query_int(q.get("offset"), "offset", 0, 0, MAX_LIST - 1)
+        jobs = await self.ctx.store.list_jobs(status, min(MAX_LIST, limit + offset))
+        page = [web_job(j) for j in jobs[offset:offset + limit]]
         return web.json_response({"success": True, "jobs": page, "count": len(page)})
 
+    def _sources(self) -> dict[str, Any]:
+        url = self.ctx.store.url
+        return {"queueSource": "redis" if url.startswith(("redis", "unix")) else
+                url.split(":", 1)[0] or "memory",
+                "localMode": not self.ctx.settings.http_token,
+                "rateLimiting": self.ctx.pool.rate_limiting()}
+
+    async def _recent_finished(self) -> list[Job]:
+        recent: list[Job] = []
+        for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+            recent += await self.ctx.store.list_jobs(status, RECENT_FINISHED)
+        recent.sort(key=lambda j: j.completed_at or 0, reverse=True)
+        return recent[:RECENT_FINISHED]
+
     async def get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(await stats(self.ctx, {}))
+        answer = await stats(self.ctx, {})
+        counts = await self.ctx.store.stats()
+        return web.json_response({
+            **answer, **self._sources(), "queue": queue_counts(counts),
+            "metrics": metrics(counts, await self._recent_finished()),
+            "timestamp": now_ms()})
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        counts = await self.ctx.store.stats()
+        return web.json_response({
+            "success": True, "generatedAt": _iso_now(),
+            "source": self._sources()["queueSource"], "queue": queue_counts(counts),
+            "metrics": metrics(counts, await self._recent_finished())})
+
+    async def get_dashboard(self, request: web.Request) -> web.Response:
+        """What the Download Manager polls twice a second: every running job with its
+        tracks, the head of the queue, paused jobs and recent history, counts for the
+        rest. Its cost does not grow with the queue."""
+        store = self.ctx.store
+        counts = await store.stats()
+        running = await store.list_jobs(JobStatus.PROCESSING, MAX_LIST)
+        waiting = [*await store.list_jobs(JobStatus.QUEUED, DASHBOARD_QUEUED),
+                   *await store.list_jobs(JobStatus.PAUSED, DASHBOARD_QUEUED)]
+        recent = await self._recent_finished()
+        jobs = [web_job(j) for j in running] + \
+            [web_job(j, with_tracks=False) for j in (*waiting, *recent)]
+        answer = await stats(self.ctx, {})
+        return web.json_response({
+            "success": True, "jobs": jobs, "queue": queue_counts(counts),
+            "metrics": metrics(counts, recent), "worker": answer["worker"],
+            **self._sources(), "generatedAt": _iso_now()})
 
     async def _resolve(self, request: web.Request) -> str:
         job_id = request.match_info["job_id"]
@@ -207,17 +267,68 @@ class HttpApi:
 
     async def get_job(self, request: web.Request) -> web.Response:
         job = await self.ctx.store.get(await self._resolve(request))
-        return web.json_response({"success": True, "job": job.to_json()})
+        return web.json_response({"success": True, "job": web_job(job)})
+
+    async def patch_job(self, request: web.Request) -> web.Response:
+        """The app's job actions, each through the socket's handler for it."""
+        job_id = await self._resolve(request)
+        body = await self._json_body(request)
+        action = body.get("action")
+        if action == "set_musicbrainz_release":
+            release = body.get("musicBrainzReleaseId")
+            if not isinstance(release, str) or not release.strip():
+                raise InvalidInput("musicBrainzReleaseId must be a non-empty string",
+                                   "musicBrainzReleaseId")
+            try:
+                await annotate(self.ctx, {"id": job_id,
+                                          "fields": {"musicBrainzReleaseId": release.strip()}})
+            except IllegalTransition as exc:
+                raise InvalidInput(f"Cannot set the MusicBrainz release: {exc}", "action") \
+                    from None
+            return _done(job_id, "MusicBrainz release set")
+        if action not in JOB_ACTIONS:
+            raise InvalidInput(f"action must be one of {', '.join(JOB_ACTIONS)}, "
+                               "set_musicbrainz_release", "action")
+        await self._act(job_id, action)
+        return _done(job_id, JOB_ACTIONS[action])
+
+    async def _act(self, job_id: str, action: str) -> None:
+        answer = await METHOD_TABLE[f"queue.{action}"](self.ctx, {"ids": [job_id]})
+        result = answer["results"][0]
+        if not result["ok"]:
+            raise InvalidInput(f"Cannot {action} job {job_id}: {result['error']}", "action")
 
     async def delete_job(self, request: web.Request) -> web.Response:
         job_id = await self._resolve(request)
         job = await self.ctx.store.get(job_id)
-        if job.status.live:
-            await self.ctx.store.cancel(job_id)
-            self.ctx.pool.cancel_local(job_id)
-            return web.json_response({"success": True, "message": "Job cancelled"})
-        await self.ctx.store.remove(job_id)
-        return web.json_response({"success": True, "message": "Job removed"})
+        if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
+            raise InvalidInput(f"Cannot delete a {job.status.value} job. Use PATCH to cancel "
+                               "instead.", "jobId")
+        if job.status is JobStatus.PAUSED:
+            await self._act(job_id, "cancel")
+        await self._act(job_id, "remove")
+        return _done(job_id, "Job deleted")
+
+
+JOB_ACTIONS = {"cancel": "Cancellation requested", "pause": "Pause requested",
+               "resume": "Resume requested", "retry": "Retry requested"}
+RECENT_FINISHED = 100
+DASHBOARD_QUEUED = 100
+
+
+def _done(job_id: str, message: str) -> web.Response:
+    return web.json_response({"success": True, "message": message, "jobId": job_id})
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _flag(body: dict[str, Any], key: str, default: bool = False) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{key} must be true or false", key)
+    return value
 
 
 def _query_int(raw: str | None, name: str, default: int, low: int, high: int) -> int:

@@ -93,6 +93,8 @@ class JobSpec:
     artist_name: str | None = None
     track_title: str | None = None
     force: bool = False  # replace what the library has, whatever it is (forceOverwrite)
+    # fields web clients send that tidalq keeps and echoes (see CLIENT_FIELDS)
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def dedupe_key(self) -> str:
@@ -114,18 +116,20 @@ class JobSpec:
             out["trackTitle"] = self.track_title
         if self.force:
             out["forceOverwrite"] = True
+        out.update(self.extra)  # type: ignore[typeddict-item]
         return out
+
+    @property
+    def musicbrainz_release(self) -> str | None:
+        value = self.extra.get("musicBrainzReleaseId")
+        return value if isinstance(value, str) and value else None
 
     @classmethod
     def from_json(cls, raw: object, default_quality: Quality = Quality.LOSSLESS) -> JobSpec:
         """Validate a client's ``job`` object; raises InvalidInput naming the field."""
         if not isinstance(raw, dict):
             raise InvalidInput("job must be an object", "job")
-        known = {"type", "trackId", "albumId", "quality", "minQuality", "albumTitle",
-                 "artistName", "trackTitle", "forceOverwrite"}
-        for key in raw:
-            if key not in known:
-                raise InvalidInput(f"unknown field job.{key}", f"job.{key}")
+        # fields no version of tidalq knows are ignored: newer clients add fields
         kind = raw.get("type")
         if kind not in ("track", "album"):
             raise InvalidInput("job.type must be 'track' or 'album'", "job.type")
@@ -142,6 +146,7 @@ class JobSpec:
             artist_name=_optional_text(raw, "artistName"),
             track_title=_optional_text(raw, "trackTitle") if kind == "track" else None,
             force=_flag(raw, "forceOverwrite"),
+            extra=_client_fields(raw),
         )
 
 
@@ -185,6 +190,30 @@ def parse_max_attempts(value: object, field_name: str = "maxAttempts") -> int:
         raise InvalidInput(f"{field_name} must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}",
                            field_name)
     return value
+
+
+# what the seed's web app sends beside the job's identity: kept, checked, echoed back
+CLIENT_FIELDS: dict[str, type] = {
+    "trackNumber": int, "trackCount": int, "coverUrl": str, "musicBrainzReleaseId": str,
+    "experimentalMusicBrainzTagging": bool, "strictMusicBrainzMatching": bool,
+    "targetArtistDir": str, "targetAlbumDir": str, "targetFilenameHint": str,
+}
+
+
+def _client_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, kind in CLIENT_FIELDS.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        wrong = isinstance(value, bool) != (kind is bool) or not isinstance(value, kind)
+        if wrong or (kind is int and not 0 <= value <= MAX_ID) or \
+                (kind is str and len(value) > MAX_TEXT):
+            what = {bool: "true or false", int: "a whole number",
+                    str: f"a string of at most {MAX_TEXT} characters"}[kind]
+            raise InvalidInput(f"job.{key} must be {what}", f"job.{key}")
+        kept[key] = value
+    return kept
 
 
 def _flag(raw: dict[str, Any], key: str) -> bool:
@@ -243,7 +272,8 @@ class Job:
     token: str | None = None
     lease_until_ms: int | None = None
     seq: int = 0
-    worker: str | None = None  # "host:boot:pid" of the daemon holding the lease
+    worker: str | None = None  # "host:pid:instance" of the daemon holding the lease
+    pause_requested: bool = False  # paused while processing: takes effect between tracks
 
     def copy(self) -> Job:
         return replace(self, track_progress=[dict(t) for t in self.track_progress],
@@ -267,10 +297,12 @@ class Job:
             "error": self.error,
             "failureCode": self.failure_code,
             "worker": self.worker if self.status is JobStatus.PROCESSING else None,
+            "pauseRequested": self.pause_requested,
         }
         if self.spec.type == "album":
             tracks = self.track_progress
-            out["trackCount"] = len(tracks)
+            # the client's count until the daemon has listed the album
+            out["trackCount"] = len(tracks) or int(self.spec.extra.get("trackCount") or 0)
             out["completedTracks"] = sum(1 for t in tracks if t.get("status") == "completed")
             out["failedTracks"] = sum(1 for t in tracks if t.get("status") == "failed")
             out["trackProgress"] = tracks
@@ -299,7 +331,7 @@ class Job:
             failure_code=rec.get("failureCode"), track_progress=rec.get("trackProgress") or [],
             result=rec.get("result"), stalls=rec.get("stalls", 0), token=rec.get("token"),
             lease_until_ms=rec.get("leaseUntil"), seq=rec.get("seq", 0),
-            worker=rec.get("worker"),
+            worker=rec.get("worker"), pause_requested=bool(rec.get("pauseRequested")),
         )
 
 
@@ -316,8 +348,13 @@ class LeaseState(StrEnum):
     """What a heartbeat learns about a lease."""
 
     HELD = "held"
+    PAUSE = "pause"  # held, and the user asked to pause: stop between tracks, then release
     LOST = "lost"
     CANCELLED = "cancelled"
+
+    @property
+    def holds(self) -> bool:
+        return self in (LeaseState.HELD, LeaseState.PAUSE)
 
 
 MAX_RETRY_AFTER_MS = 7 * 86400 * 1000

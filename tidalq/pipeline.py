@@ -62,6 +62,9 @@ class Attempt(Protocol):
     def learned(self, titles: dict[str, str]) -> None:
         """The job's artist, album and track titles, once the upstream told them."""
 
+    def pausing(self) -> bool:
+        """The user paused the job while it ran: an album starts no more tracks."""
+
 
 @dataclass(frozen=True)
 class Unleased:
@@ -75,6 +78,9 @@ class Unleased:
     def learned(self, titles: dict[str, str]) -> None:
         return None
 
+    def pausing(self) -> bool:
+        return False
+
 
 @dataclass(frozen=True)
 class TrackRequest:
@@ -84,6 +90,7 @@ class TrackRequest:
     attempt: Attempt
     edition: bool = False  # the album folder carries the album id (another edition is there)
     force: bool = False  # replace what the library has (the job's forceOverwrite)
+    musicbrainz_release: str | None = None  # the job's musicBrainzReleaseId
 
 
 class Slots(asyncio.Semaphore):
@@ -202,7 +209,7 @@ class Pipeline:
 
         async with self.editions.track(meta, job.spec.quality.extension) as edition:
             request = TrackRequest(meta, job.spec.quality, job.spec.min_quality, attempt,
-                                   edition, force=job.spec.force)
+                                   edition, job.spec.force, job.spec.musicbrainz_release)
             return await self.track(request, on_progress)
 
     async def run_album_job(self, job: Job, report: Report,
@@ -216,14 +223,15 @@ class Pipeline:
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
         earlier = [e.get("path") for e in entries.values()]
         async with self.editions.album(album, job.spec.quality.extension, earlier) as edition:
-            await self._run_lanes(todo, lambda t: self._album_track(
+            await self._run_lanes(todo, attempt.pausing, lambda t: self._album_track(
                 TrackRequest(t, job.spec.quality, job.spec.min_quality, attempt, edition,
-                             job.spec.force),
+                             job.spec.force, job.spec.musicbrainz_release),
                 album, entries, report))
         tracks = [entries[t.id] for t in album.tracks]
-        if self.draining and any(e["status"] == "queued" for e in tracks):
+        if (self.draining or attempt.pausing()) and any(e["status"] == "queued" for e in tracks):
             report(self._album_fraction(album, entries), tracks, True)
-            raise Interrupted(f"album {album.id}: stopped between tracks for shutdown")
+            why = "for shutdown" if self.draining else "paused"
+            raise Interrupted(f"album {album.id}: stopped between tracks ({why})")
         for entry in tracks:
             if entry["status"] not in ("completed", "failed"):  # a lane died of a bug
                 entry.update(status="failed", error="internal error", retryable=True,
@@ -287,14 +295,15 @@ class Pipeline:
             entry.pop("retryable", None)
         report(self._album_fraction(album, entries), list(entries.values()), True)
 
-    async def _run_lanes(self, todo: list[TrackMeta],
+    async def _run_lanes(self, todo: list[TrackMeta], paused: Callable[[], bool],
                          run: Callable[[TrackMeta], Awaitable[None]]) -> None:
         """Run tracks in lanes: one on the slot the job holds, extra lanes each on a slot
-        of their own, so the daemon never runs more downloads than it has slots."""
+        of their own, so the daemon never runs more downloads than it has slots. No lane
+        starts a track once the daemon drains or the job is paused."""
         pending = list(reversed(todo))
 
         async def drain() -> None:
-            while pending and not self.draining:
+            while pending and not self.draining and not paused():
                 await run(pending.pop())
 
         started: set[int] = set()
@@ -441,7 +450,7 @@ class Pipeline:
             extras = await asyncio.gather(self.cover(req.meta), self.upstream.lyrics(req.meta.id))
             cover, lyrics = extras
             data = tags.TagData(req.meta, served.quality.value, served.replay_gain, cover,
-                                lyrics.text if lyrics else None)
+                                lyrics.text if lyrics else None, req.musicbrainz_release)
             await asyncio.to_thread(tags.write_tags, staging, data)
             facts = await verify.verify(staging, req.meta.duration_s)
             if await self._same_audio(req, target, facts):

@@ -139,9 +139,7 @@ async def list_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 async def get(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     _known(params, {"id"})
-    job_id = params.get("id")
-    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
-        raise InvalidInput("id must be a job id (string)", "id")
+    job_id = _one_id(params)
     return {"job": (await ctx.store.get(await ctx.store.resolve(job_id))).to_json()}
 
 
@@ -193,8 +191,26 @@ async def retry(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return await _each(lambda s, i: s.retry(i))(ctx, params)
 
 
+async def annotate(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Set client fields on a job that has not finished (``set_musicbrainz_release``)."""
+    _known(params, {"id", "fields"})
+    fields = params.get("fields")
+    if not isinstance(fields, dict):
+        raise InvalidInput("fields must be an object", "fields")
+    job_id = await ctx.store.resolve(_one_id(params))
+    return {"job": (await ctx.store.annotate(job_id, fields)).to_json()}
+
+
+def _one_id(params: dict[str, Any]) -> str:
+    job_id = params.get("id")
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
+        raise InvalidInput("id must be a job id (string)", "id")
+    return job_id
+
+
 def _pause_or_resume(paused: bool) -> Handler:
-    job_op = _each(lambda s, i: s.pause(i) if paused else s.resume(i))
+    job_op = _each(lambda s, i: s.pause(i) if paused else s.resume(i),
+                   (lambda ctx, i: ctx.pool.pause_local(i)) if paused else None)
 
     async def handler(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         if params.get("ids"):
@@ -217,7 +233,9 @@ async def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         counts, paused = {}, False
     active = [s.summary() for s in pool.active.values()]
     return {
-        "success": True, "queue": {s.value: counts.get(s.value, 0) for s in JobStatus},
+        "success": True,
+        "queue": {**{s.value: counts.get(s.value, 0) for s in JobStatus},
+                  "total": sum(counts.get(s.value, 0) for s in JobStatus)},
         "worker": {"running": pool.running, "activeDownloads": pool.active_downloads,
                    "maxConcurrent": ctx.settings.max_concurrent, "queuePaused": paused,
                    "storeOk": pool.store_ok, "problem": pool.problem(),
@@ -293,6 +311,7 @@ METHOD_TABLE: dict[str, Handler] = {
     "queue.retry": retry,
     "queue.remove": _each(_remove, _forget),
     "queue.pause": _pause_or_resume(True),
+    "queue.annotate": annotate,
     "queue.resume": _pause_or_resume(False),
     "queue.stats": stats,
     "queue.wait": wait,

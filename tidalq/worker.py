@@ -91,6 +91,7 @@ class ActiveJob:
     dirty: bool = False
     stop_reason: str | None = None  # "cancelled", "lost" or "drain"
     samples: list[tuple[float, float]] = field(default_factory=list)
+    pause_requested: bool = False  # the user paused it: an album stops between tracks
     titles: dict[str, str] | None = None  # learned from the upstream, not yet stored
     known_titles: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -98,6 +99,9 @@ class ActiveJob:
     @property
     def job_id(self) -> str:
         return self.claim.job.id
+
+    def pausing(self) -> bool:
+        return self.pause_requested
 
     def learned(self, titles: dict[str, str]) -> None:
         self.titles = {k: v for k, v in titles.items() if v}
@@ -321,9 +325,9 @@ class WorkerPool:
             log.info("job %s stopped: %s", job.id, state.stop_reason or "cancelled")
         except LeaseLost as exc:
             log.warning("job %s stopped: %s", job.id, exc)
-        except Interrupted:
+        except Interrupted as exc:
             await self._finish("release", state, tracks=state.tracks)
-            log.info("job %s released between tracks for shutdown", job.id)
+            log.info("job %s released between tracks: %s", job.id, exc)
         except AlbumFailed as exc:
             await self._finish("fail", state, None, exc.tracks, self._failure(exc))
         except DownloadError as exc:
@@ -437,7 +441,7 @@ class WorkerPool:
                 state.dirty, titles, state.titles = False, state.titles, None
                 lease = await self.store.report_progress(job_id, token, state.progress,
                                                          state.tracks, titles)
-                if lease is LeaseState.HELD:
+                if lease.holds:
                     sent = time.monotonic()
                     lease = await self.store.renew(job_id, token, self.settings.lease)
             else:
@@ -447,13 +451,26 @@ class WorkerPool:
         except StoreUnavailable as exc:
             self._store_down(exc)
             return
-        if lease is LeaseState.HELD:
+        if lease.holds:
             state.renewed_at = max(state.renewed_at, sent)
+            state.pause_requested = lease is LeaseState.PAUSE
             return
         reason = "cancelled" if lease is LeaseState.CANCELLED else "lost"
         if state.task is not None and not state.task.done():
             log.info("job %s: lease %s; stopping its work", job_id, reason)
         self._stop(state, reason)
+
+    def pause_local(self, job_id: str) -> None:
+        """A pause that reached this daemon: an album starts no more tracks from now."""
+        state = self.active.get(job_id)
+        if state is not None:
+            state.pause_requested = True
+
+    def rate_limiting(self) -> dict[str, Any]:
+        """Which upstream servers are being rested after a 429 or a failure, for how long."""
+        if self.pipeline is None:
+            return {"servers": {}}
+        return {"servers": self.pipeline.upstream.resting()}
 
     def cancel_local(self, job_id: str) -> None:
         """A cancel that reached this daemon: stop the job now, not at the next heartbeat."""

@@ -28,6 +28,11 @@ class TagData:
     replay_gain: dict[str, float]
     cover: bytes | None
     lyrics: str | None
+    musicbrainz_album_id: str | None = None  # the release the user (or web app) chose
+
+
+# Picard's names for MusicBrainz tags in MP4 freeform atoms (Vorbis comments use the keys)
+MP4_FREEFORM_NAMES = {"MUSICBRAINZ_ALBUMID": "MusicBrainz Album Id"}
 
 
 def _fields(data: TagData) -> dict[str, list[str]]:
@@ -43,6 +48,7 @@ def _fields(data: TagData) -> dict[str, list[str]]:
         "ISRC": t.isrc, "BARCODE": t.upc, "COPYRIGHT": t.copyright, "TIDAL_ALBUM_ID": t.album_id,
         "TIDAL_ARTIST_ID": t.artists[0].id if t.artists else None,
         "EXPLICIT": "1" if t.explicit else None, "LYRICS": data.lyrics,
+        "MUSICBRAINZ_ALBUMID": data.musicbrainz_album_id,
     }
     gains = {"REPLAYGAIN_TRACK_GAIN": ("trackReplayGain", " dB"),
              "REPLAYGAIN_TRACK_PEAK": ("trackPeakAmplitude", ""),
@@ -99,7 +105,8 @@ def _write_m4a(path: Path, data: TagData) -> None:
     skip = set(_MP4_STANDARD) | {"TRACKNUMBER", "TRACKTOTAL", "DISCNUMBER", "DISCTOTAL"}
     for key, values in fields.items():
         if key not in skip:
-            audio[f"----:com.apple.iTunes:{key}"] = [MP4FreeForm(v.encode()) for v in values]
+            name = MP4_FREEFORM_NAMES.get(key, key)
+            audio[f"----:com.apple.iTunes:{name}"] = [MP4FreeForm(v.encode()) for v in values]
     if data.cover:
         audio["covr"] = [MP4Cover(data.cover, imageformat=MP4Cover.FORMAT_JPEG)]
     audio.save()

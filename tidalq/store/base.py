@@ -33,6 +33,7 @@ MAX_LIST = 10_000
 TrackProgress = list[dict[str, Any]]
 Titles = dict[str, str]  # what the daemon learned: artistName, albumTitle, trackTitle
 TITLE_KEYS = ("artistName", "albumTitle", "trackTitle")
+ANNOTATIONS = ("musicBrainzReleaseId",)
 
 
 class JobStore(abc.ABC):
@@ -124,6 +125,11 @@ class JobStore(abc.ABC):
     async def resume(self, job_id: str) -> Job: ...
 
     @abc.abstractmethod
+    async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
+        """Set client fields (``musicBrainzReleaseId``…) on a job that has not finished;
+        they join its ``job`` object."""
+
+    @abc.abstractmethod
     async def remove(self, job_id: str) -> None:
         """Delete a finished job."""
 
@@ -167,6 +173,14 @@ def check_progress(progress: float) -> float:
     if not isinstance(progress, int | float) or progress != progress:
         raise InvalidInput("progress must be a number", "progress")
     return min(1.0, max(0.0, float(progress)))
+
+
+def check_annotation(fields: dict[str, str]) -> dict[str, str]:
+    if not fields or not all(k in ANNOTATIONS and isinstance(v, str) and 0 < len(v) <= 200
+                             for k, v in fields.items()):
+        raise InvalidInput(f"annotations may set {', '.join(ANNOTATIONS)} to short strings",
+                           "fields")
+    return fields
 
 
 def check_titles(titles: Titles | None) -> Titles:

@@ -32,6 +32,7 @@ from tidalq.store.base import (
     JobStore,
     Titles,
     TrackProgress,
+    check_annotation,
     check_limit,
     check_progress,
     check_size,
@@ -185,7 +186,7 @@ class MemoryStore(JobStore):
         if job is None:
             return LeaseState.LOST
         state = rules.lease_state(job, token)
-        if state is LeaseState.HELD:
+        if state.holds:
             rules.record_progress(job, progress, track_progress, self._clock(), titles)
             self._emit(job, "progress")
         return state
@@ -237,6 +238,10 @@ class MemoryStore(JobStore):
     async def pause(self, job_id: str) -> Job:
         now = self._clock()
         return self._apply(job_id, lambda j: rules.pause(j, now))
+
+    async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
+        fields, now = check_annotation(fields), self._clock()
+        return self._apply(job_id, lambda j: rules.annotate(j, fields, now))
 
     async def resume(self, job_id: str) -> Job:
         now = self._clock()

@@ -41,6 +41,7 @@ from tidalq.store.base import (
     JobStore,
     Titles,
     TrackProgress,
+    check_annotation,
     check_limit,
     check_progress,
     check_size,
@@ -57,7 +58,8 @@ def _job_from_hash(flat: list[str] | dict[str, str]) -> Job:
     h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
     return Job(
         id=h["id"], spec=JobSpec.from_json({**json.loads(h["spec"]),
-                                            **json.loads(h.get("titles") or "{}")}),
+                                            **json.loads(h.get("titles") or "{}"),
+                                            **json.loads(h.get("patch") or "{}")}),
         status=JobStatus(h["status"]), priority=Priority(h["priority"]),
         progress=float(h.get("progress") or 0), created_at=int(h["createdAt"]),
         started_at=_opt_int(h.get("startedAt")), completed_at=_opt_int(h.get("completedAt")),
@@ -68,7 +70,7 @@ def _job_from_hash(flat: list[str] | dict[str, str]) -> Job:
         result=json.loads(h["result"]) if h.get("result") else None,
         stalls=int(h.get("stalls") or 0), token=h.get("token") or None,
         lease_until_ms=_opt_int(h.get("leaseUntil")), seq=int(h["seq"]),
-        worker=h.get("worker") or None,
+        worker=h.get("worker") or None, pause_requested=h.get("pauseRequested") == "1",
     )
 
 
@@ -262,6 +264,10 @@ class RedisStore(JobStore):
 
     async def resume(self, job_id: str) -> Job:
         return await self._user(job_id, "resume")
+
+    async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
+        patch = json.dumps(check_annotation(fields))
+        return self._user_answer(await self._script("user", job_id, "annotate", patch), job_id)
 
     async def remove(self, job_id: str) -> None:
         answer = await self._script("user", job_id, "remove")

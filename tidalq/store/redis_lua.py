@@ -59,7 +59,7 @@ local function set_status(id, new, kind, now)
     redis.call('ZREM', P .. ':finished', id)
   else
     if redis.call('HGET', P .. ':live', d) == id then redis.call('HDEL', P .. ':live', d) end
-    redis.call('HSET', jk(id), 'completedAt', now, 'leaseUntil', '')
+    redis.call('HSET', jk(id), 'completedAt', now, 'leaseUntil', '', 'pauseRequested', '0')
     redis.call('ZADD', P .. ':finished', now, id)
   end
   emit(id, kind, new, get(id, 'progress'), now)
@@ -113,8 +113,13 @@ local function finish_job(id, token, action, result, tracks, err, code, retryabl
   elseif action == 'release' then
     local attempts = math.max(0, tonumber(get(id, 'attempts')) - 1)
     redis.call('HSET', jk(id), 'attempts', attempts, 'leaseUntil', '')
-    enqueue(id)
-    set_status(id, 'queued', 'released', now)
+    if get(id, 'pauseRequested') == '1' then
+      redis.call('HSET', jk(id), 'pauseRequested', '0')
+      set_status(id, 'paused', 'paused', now)
+    else
+      enqueue(id)
+      set_status(id, 'queued', 'released', now)
+    end
   else
     redis.call('HSET', jk(id), 'error', err, 'failureCode', code)
     local attempts = tonumber(get(id, 'attempts'))
@@ -164,6 +169,7 @@ if status ~= 'processing' then return 'lost' end
 local deadline = now_ms() + lease
 redis.call('HSET', jk(id), 'leaseUntil', deadline)
 redis.call('ZADD', P .. ':active', deadline, id)
+if get(id, 'pauseRequested') == '1' then return 'pause' end
 return 'held'
 """
 
@@ -186,6 +192,7 @@ if tracks ~= '' then
   end
 end
 emit(id, 'progress', status, progress, now)
+if get(id, 'pauseRequested') == '1' then return 'pause' end
 return 'held'
 """
 
@@ -252,13 +259,30 @@ elseif op == 'retry' then
   enqueue(id)
   set_status(id, 'queued', 'retried', now)
 elseif op == 'pause' then
+  if status == 'processing' then
+    redis.call('HSET', jk(id), 'pauseRequested', '1', 'updatedAt', now)
+    emit(id, 'pause_requested', status, get(id, 'progress'), now)
+    return {'ok', full(id)}
+  end
   if status ~= 'queued' then return {'illegal', status} end
   unindex(id)
   set_status(id, 'paused', 'paused', now)
 elseif op == 'resume' then
+  if status == 'processing' and get(id, 'pauseRequested') == '1' then
+    redis.call('HSET', jk(id), 'pauseRequested', '0', 'updatedAt', now)
+    emit(id, 'resumed', status, get(id, 'progress'), now)
+    return {'ok', full(id)}
+  end
   if status ~= 'paused' then return {'illegal', status} end
   enqueue(id)
   set_status(id, 'queued', 'resumed', now)
+elseif op == 'annotate' then
+  if not is_live(status) then return {'illegal', status} end
+  -- string fields only, so cjson's number formatting never touches an id
+  local patch = cjson.decode(get(id, 'patch') or '{}')
+  for k, v in pairs(cjson.decode(ARGV[3])) do patch[k] = v end
+  redis.call('HSET', jk(id), 'patch', cjson.encode(patch), 'updatedAt', now)
+  emit(id, 'annotated', status, get(id, 'progress'), now)
 elseif op == 'remove' then
   if is_live(status) then return {'illegal', status} end
   redis.call('DEL', jk(id))

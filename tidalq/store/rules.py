@@ -58,7 +58,7 @@ def lease_state(job: Job, token: str) -> LeaseState:
     if job.token != token:
         return LeaseState.LOST
     if job.status is JobStatus.PROCESSING:
-        return LeaseState.HELD
+        return LeaseState.PAUSE if job.pause_requested else LeaseState.HELD
     if job.status is JobStatus.CANCELLED:
         return LeaseState.CANCELLED
     return LeaseState.LOST
@@ -66,7 +66,7 @@ def lease_state(job: Job, token: str) -> LeaseState:
 
 def renew(job: Job, token: str, now: int, lease_ms: int) -> LeaseState:
     state = lease_state(job, token)
-    if state is LeaseState.HELD:
+    if state.holds:
         job.lease_until_ms = now + lease_ms
     return state
 
@@ -100,6 +100,7 @@ def owns_for_finish(job: Job, token: str) -> bool:
 
 def _end(job: Job, status: JobStatus, now: int) -> None:
     job.status = status
+    job.pause_requested = False
     job.lease_until_ms = None
     job.completed_at = now
     job.updated_at = now
@@ -136,11 +137,16 @@ def fail(job: Job, now: int, failure: Failure, u: float,
 
 
 def release(job: Job, now: int) -> str:
-    """Back to the queue without spending an attempt (graceful shutdown)."""
-    job.status = JobStatus.QUEUED
+    """Back to the queue without spending an attempt (graceful shutdown), or to ``paused``
+    when the user asked to pause it while it ran."""
     job.lease_until_ms = None
     job.attempts = max(0, job.attempts - 1)
     job.updated_at = now
+    if job.pause_requested:
+        job.pause_requested = False
+        job.status = JobStatus.PAUSED
+        return "paused"
+    job.status = JobStatus.QUEUED
     return "released"
 
 
@@ -170,19 +176,36 @@ def retry(job: Job, now: int) -> str:
 
 
 def pause(job: Job, now: int) -> str:
+    """A queued job pauses at once; a running one is asked to (its worker stops between
+    tracks, keeps what it has, and releases it as ``paused``)."""
+    job.updated_at = now
+    if job.status is JobStatus.PROCESSING:
+        job.pause_requested = True
+        return "pause_requested"
     if job.status is not JobStatus.QUEUED:
         raise _refuse(job, "pause")
     job.status = JobStatus.PAUSED
-    job.updated_at = now
     return "paused"
 
 
 def resume(job: Job, now: int) -> str:
+    if job.status is JobStatus.PROCESSING and job.pause_requested:
+        job.pause_requested = False  # changed our mind before it took effect
+        job.updated_at = now
+        return "resumed"
     if job.status is not JobStatus.PAUSED:
         raise _refuse(job, "resume")
     job.status = JobStatus.QUEUED
     job.updated_at = now
     return "resumed"
+
+
+def annotate(job: Job, fields: dict[str, str], now: int) -> str:
+    if job.status.finished:
+        raise _refuse(job, "change")
+    job.spec = JobSpec.from_json({**job.spec.to_json(), **fields})
+    job.updated_at = now
+    return "annotated"
 
 
 def check_removable(job: Job) -> None:

@@ -48,6 +48,7 @@ from tidalq.store.base import (
     JobStore,
     Titles,
     TrackProgress,
+    check_annotation,
     check_limit,
     check_progress,
     check_size,
@@ -348,7 +349,7 @@ class SqliteStore(JobStore):
                 return LeaseState.LOST
             job = Job.from_record(json.loads(row[0]))
             state = rules.renew(job, token, now_ms(), ms)
-            if state is LeaseState.HELD:
+            if state.holds:
                 conn.execute("UPDATE jobs SET lease_until=?, doc=? WHERE id=?",
                              (job.lease_until_ms, json.dumps(job.to_record()), job_id))
             return state
@@ -369,7 +370,7 @@ class SqliteStore(JobStore):
             except JobNotFound:
                 return LeaseState.LOST
             state = rules.lease_state(job, token)
-            if state is LeaseState.HELD:
+            if state.holds:
                 rules.record_progress(job, progress, track_progress, now_ms(), titles)
                 self._save(conn, job, job.status, "progress")
             return state
@@ -446,6 +447,10 @@ class SqliteStore(JobStore):
     async def resume(self, job_id: str) -> Job:
         now = now_ms()
         return await self._write(self._apply(job_id, lambda j: rules.resume(j, now)))
+
+    async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
+        fields, now = check_annotation(fields), now_ms()
+        return await self._write(self._apply(job_id, lambda j: rules.annotate(j, fields, now)))
 
     def _delete(self, conn: sqlite3.Connection, job: Job) -> None:
         conn.execute("DELETE FROM jobs WHERE id=?", (job.id,))

@@ -117,6 +117,11 @@ class UpstreamClient:
         self._skip_until: dict[str, float] = {}
 
     # -- failover --------------------------------------------------------------------------
+    def resting(self) -> dict[str, float]:
+        """Servers skipped for now (rate limited or failing), with seconds left."""
+        now = self._clock()
+        return {u: round(t - now, 1) for u, t in self._skip_until.items() if t > now}
+
     def _order(self) -> list[str]:
         now = self._clock()
         ready = [u for u in self.api_urls if self._skip_until.get(u, 0) <= now]
