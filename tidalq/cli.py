@@ -327,7 +327,8 @@ def retry(app: App, jobs: tuple[str, ...], failed: bool) -> None:
 @pass_app
 @handles_errors
 def pause(app: App, jobs: tuple[str, ...]) -> None:
-    """Pause jobs; with none, pause the whole queue (running jobs go on)."""
+    """Pause jobs (a running album stops between tracks); with none, pause the whole
+    queue (running jobs go on)."""
     if jobs:
         _per_job(app, "queue.pause", list(jobs), "paused")
     else:
