@@ -366,7 +366,11 @@ def test_spec_validation_names_the_field() -> None:
     with pytest.raises(InvalidInput, match=r"job\.quality"):
         JobSpec.from_json({"type": "track", "trackId": 1, "quality": "ULTRA"})
     with pytest.raises(InvalidInput, match=r"job\.type"):
-        JobSpec.from_json({"type": "playlist"})
+        JobSpec.from_json({"type": "video"})
+    with pytest.raises(InvalidInput, match=r"job\.playlistId"):
+        JobSpec.from_json({"type": "playlist", "playlistId": "../../etc"})
+    with pytest.raises(InvalidInput, match=r"job\.include"):
+        JobSpec.from_json({"type": "artist", "artistId": 1, "include": ["bootlegs"]})
     with pytest.raises(InvalidInput, match=r"job\.forceOverwrite"):
         JobSpec.from_json({"type": "track", "trackId": 1, "forceOverwrite": "yes"})
     with pytest.raises(InvalidInput, match=r"job\.trackCount"):

@@ -40,7 +40,9 @@ PRIORITIES = click.Choice([p.value for p in Priority], case_sensitive=False)
 STATUSES = click.Choice([s.value for s in JobStatus], case_sensitive=False)
 # a TIDAL link, with or without its scheme (as pasted from a share sheet or a chat)
 URL_ID = re.compile(r"(?:https?://)?(?:www\.|listen\.)?tidal\.com/(?:browse/)?"
-                    r"(?:album/\d+/)?(track|album|video)/(\d+)", re.IGNORECASE)
+                    r"(?:album/\d+/)?(track|album|video|playlist|mix|artist)/([0-9A-Za-z-]+)",
+                    re.IGNORECASE)
+KINDS = ("track", "album", "playlist", "mix", "artist")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -160,52 +162,66 @@ def daemon(app: App, store: str | None, download_dir: Path | None, max_concurren
 
 # -- submitting ----------------------------------------------------------------------------
 
-def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int]]:
-    """``[track|album] ID_OR_URL...`` → [(type, id)]; click.UsageError when unclear."""
+def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int | str]]:
+    """``[TYPE] ID_OR_URL...`` → [(type, id)]; click.UsageError when unclear."""
     kind: str | None = None
     rest = list(items)
-    if rest and rest[0].lower() in ("track", "album"):
+    if rest and rest[0].lower() in KINDS:
         kind = rest.pop(0).lower()
     if not rest:
-        raise click.UsageError("name at least one id or TIDAL URL")
+        raise click.UsageError("name at least one id or TIDAL link")
     return [_target(item, kind) for item in rest]
 
 
-def _target(item: str, kind: str | None) -> tuple[str, int]:
+def _target(item: str, kind: str | None) -> tuple[str, int | str]:
     match = URL_ID.match(item.strip())
     if match:
         linked = match.group(1).lower()
         if linked == "video":
-            raise click.UsageError(f"{item}: videos are not supported, only tracks and albums")
+            raise click.UsageError(f"{item}: videos are not supported")
         if kind is not None and kind != linked:
             raise click.UsageError(f"{item} is a {linked} link, not a {kind}: drop the word "
                                    f"{kind!r} or use `tidalq add {linked} …`")
-        return linked, int(match.group(2))
-    if item.isascii() and item.isdigit() and 0 < int(item) < 2**53:
-        if kind is None:
-            raise click.UsageError(f"{item}: say whether it is a track or an album, "
-                                   f"e.g. `tidalq add album {item}`")
-        return kind, int(item)
-    raise click.UsageError(f"{item!r} is neither a TIDAL id nor a TIDAL track or album link")
+        return linked, _ref(linked, match.group(2), item)
+    if kind is None:
+        raise click.UsageError(f"{item}: say what it is (tidalq add track|album|playlist|mix|"
+                               f"artist {item}), or paste a TIDAL link")
+    return kind, _ref(kind, item, item)
+
+
+def _ref(kind: str, text: str, item: str) -> int | str:
+    """The id as the job wants it: a number, a playlist's UUID or a mix's id."""
+    if kind in ("playlist", "mix"):
+        return text.lower() if kind == "playlist" else text
+    if text.isascii() and text.isdigit() and 0 < int(text) < 2**53:
+        return int(text)
+    raise click.UsageError(f"{item!r} is neither a TIDAL {kind} id nor a TIDAL link")
 
 
 @main.command()
-@click.argument("items", nargs=-1, required=True, metavar="[track|album] ID_OR_URL...")
+@click.argument("items", nargs=-1, required=True,
+                metavar="[track|album|playlist|mix|artist] ID_OR_URL...")
 @click.option("--quality", type=QUALITIES, help="Quality to download (default: config).")
 @click.option("--min-quality", type=QUALITIES, help="Fail instead of accepting less than this.")
 @click.option("--priority", type=PRIORITIES, default="normal", show_default=True)
 @click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts per job.")
 @click.option("--force", is_flag=True,
               help="Replace what the library has, even a better or identical file.")
+@click.option("--include", metavar="KINDS",
+              help="Artists: albums,eps,singles,compilations,appears-on or all "
+                   "(default albums,eps,singles).")
 @json_option
 @pass_app
 @handles_errors
 def add(app: App, items: tuple[str, ...], quality: str | None, min_quality: str | None,
-        priority: str, max_attempts: int | None, force: bool, as_json: bool) -> None:
-    """Submit tracks or albums; prints one job id per line."""
+        priority: str, max_attempts: int | None, force: bool, include: str | None,
+        as_json: bool) -> None:
+    """Submit tracks, albums, playlists, mixes or artists; prints one job id per line."""
     jobs = []
     for kind, tidal_id in parse_targets(items):
         job: dict[str, Any] = {"type": kind, f"{kind}Id": tidal_id}
+        if include and kind == "artist":
+            job["include"] = include
         if force:
             job["forceOverwrite"] = True
         if quality:

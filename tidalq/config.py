@@ -48,6 +48,7 @@ ENV_KEYS: dict[str, str] = {
     "drain_timeout": "TIDALQ_DRAIN_TIMEOUT",
     "retry_after_max": "TIDALQ_RETRY_AFTER_MAX",
     "max_stalls": "TIDALQ_MAX_STALLS",
+    "playlist_dir": "TIDALQ_PLAYLIST_DIR",
     "http_allowed_hosts": "TIDALQ_HTTP_ALLOWED_HOSTS",
 }
 
@@ -77,6 +78,7 @@ class Settings:
     drain_timeout: float = 20.0
     retry_after_max: float = 6 * 3600.0
     max_stalls: int = 5
+    playlist_dir: str = "Playlists"  # under download_dir: where .m3u8 files go
     http_allowed_hosts: tuple[str, ...] = ()
     config_file: Path | None = None
 
@@ -153,6 +155,13 @@ def _span(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _relative_dir(value: Any, key: str) -> str:
+    text = _text(value, key).strip("/")
+    if not text or ".." in Path(text).parts:
+        raise ConfigError(f"{key} must be a folder inside download_dir", key)
+    return text
+
+
 def _hosts(value: Any, key: str) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(h, str) for h in items):
@@ -224,7 +233,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "http_cors_origins": _urls,
     "workers": _switch, "lease": parse_duration, "drain_timeout": parse_duration,
     "retry_after_max": parse_duration, "http_allowed_hosts": _hosts,
-    "max_stalls": _positive_int,
+    "max_stalls": _positive_int, "playlist_dir": _relative_dir,
 }
 
 

@@ -77,14 +77,14 @@ class Editions:
                     album_id: int | None, extension: str,
                     earlier_paths: Iterable[str | None]) -> AsyncIterator[bool]:
         folder = self._folder(tracks[0], extension)
+        ours, theirs = await asyncio.to_thread(self._who_is_there, tracks, extension)
+        # decided and registered without an await in between: two runs never both
+        # take a free plain folder
         edition = (album_id is not None and self._used_edition(earlier_paths, album_id)) \
-            or self._taken_by_another_album(folder, album_id)
+            or (not ours and (theirs or self._taken_by_another_album(folder, album_id)))
         held = self._running.setdefault(folder, Counter())
-        if not edition:  # held before the first await: a concurrent run sees it at once
+        if not edition:
             held[album_id] += 1
-            if await asyncio.to_thread(self._another_track_there, tracks, extension):
-                held[album_id] -= 1
-                edition = True
         try:
             yield edition
         finally:
@@ -93,12 +93,20 @@ class Editions:
             if not +held:
                 self._running.pop(folder, None)
 
+    def _who_is_there(self, tracks: Iterable[TrackMeta], extension: str) -> tuple[bool, bool]:
+        """(a file of these tracks is in the plain folder, a file of another track is)."""
+        ours = theirs = False
+        for t in tracks:
+            target = self.target(t, extension, False)
+            if target.exists():
+                track_id, _ = tags.read_identity(target)
+                ours |= track_id == str(t.id)
+                theirs |= track_id is not None and track_id != str(t.id)
+        return ours, theirs
+
     @staticmethod
     def _used_edition(earlier_paths: Iterable[str | None], album_id: int) -> bool:
         return any(p and Path(p).parent.name.endswith(f"[{album_id}]") for p in earlier_paths)
-
-    def _another_track_there(self, tracks: Iterable[TrackMeta], extension: str) -> bool:
-        return any(holds_another_track(self.target(t, extension, False), t) for t in tracks)
 
     async def settle(self, meta: TrackMeta, extension: str, edition: bool) -> bool:
         """Whether one track goes to its edition folder (a track job, or an album track

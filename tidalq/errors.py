@@ -59,6 +59,7 @@ class FailureCode(StrEnum):
     CDN_EXPIRED = "CDN_EXPIRED"
     STALLED = "STALLED"
     NO_UPSTREAM = "NO_UPSTREAM"
+    ALBUMS_FAILED = "ALBUMS_FAILED"  # an artist job whose album jobs did not all complete
     INTERNAL = "INTERNAL"
 
 

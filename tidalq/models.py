@@ -7,6 +7,7 @@ socket, in ``--json`` output and on the HTTP API. Parsing functions validate and
 
 from __future__ import annotations
 
+import re
 import string
 import time
 from dataclasses import dataclass, field, replace
@@ -66,11 +67,23 @@ class Priority(StrEnum):
         return list(Priority).index(self)
 
 
-JobType = Literal["track", "album"]
+JobType = Literal["track", "album", "playlist", "mix", "artist"]
+ID_FIELDS: dict[str, str] = {"track": "trackId", "album": "albumId", "playlist": "playlistId",
+                             "mix": "mixId", "artist": "artistId"}
+# what an artist job may include (interface.md), and what it includes by default
+RELEASE_KINDS = ("albums", "eps", "singles", "compilations", "appears-on")
+DEFAULT_INCLUDE = ("albums", "eps", "singles")
+_PLAYLIST_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                          r"[0-9a-fA-F]{12}$")
+_MIX_ID = re.compile(r"^[0-9A-Za-z]{1,64}$")
 
 
 class JobSpecJSON(TypedDict, total=False):
     forceOverwrite: bool
+    include: list[str]
+    playlistId: str
+    mixId: str
+    artistId: int
     type: str
     trackId: int
     albumId: int
@@ -86,13 +99,14 @@ class JobSpec:
     """What a user asked for: one track or one album at a quality."""
 
     type: JobType
-    tidal_id: int
+    tidal_id: int | str  # a number, except a playlist's UUID and a mix's id
     quality: Quality = Quality.LOSSLESS
     min_quality: Quality | None = None
     album_title: str | None = None
     artist_name: str | None = None
     track_title: str | None = None
     force: bool = False  # replace what the library has, whatever it is (forceOverwrite)
+    include: tuple[str, ...] = ()  # artist jobs: which releases (RELEASE_KINDS)
     # fields web clients send that tidalq keeps and echoes (see CLIENT_FIELDS)
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -100,12 +114,16 @@ class JobSpec:
     def dedupe_key(self) -> str:
         return f"{self.type}:{self.tidal_id}:{self.quality.value}"
 
+    @property
+    def number(self) -> int:
+        """The numeric TIDAL id of a track, album or artist job."""
+        return int(self.tidal_id)
+
     def to_json(self) -> JobSpecJSON:
         out: JobSpecJSON = {"type": self.type, "quality": self.quality.value}
-        if self.type == "track":
-            out["trackId"] = self.tidal_id
-        else:
-            out["albumId"] = self.tidal_id
+        out[ID_FIELDS[self.type]] = self.tidal_id  # type: ignore[literal-required]
+        if self.type == "artist":
+            out["include"] = list(self.include)
         if self.min_quality is not None:
             out["minQuality"] = self.min_quality.value
         if self.album_title is not None:
@@ -131,10 +149,10 @@ class JobSpec:
             raise InvalidInput("job must be an object", "job")
         # fields no version of tidalq knows are ignored: newer clients add fields
         kind = raw.get("type")
-        if kind not in ("track", "album"):
-            raise InvalidInput("job.type must be 'track' or 'album'", "job.type")
-        id_field = "trackId" if kind == "track" else "albumId"
-        tidal_id = parse_tidal_id(raw.get(id_field), f"job.{id_field}")
+        if kind not in ID_FIELDS:
+            raise InvalidInput(f"job.type must be one of {', '.join(ID_FIELDS)}", "job.type")
+        id_field = ID_FIELDS[kind]
+        tidal_id = _job_ref(kind, raw.get(id_field), f"job.{id_field}")
         quality = parse_quality(raw.get("quality", default_quality.value), "job.quality")
         min_q = raw.get("minQuality")
         return cls(
@@ -146,8 +164,39 @@ class JobSpec:
             artist_name=_optional_text(raw, "artistName"),
             track_title=_optional_text(raw, "trackTitle") if kind == "track" else None,
             force=_flag(raw, "forceOverwrite"),
+            include=parse_include(raw.get("include")) if kind == "artist" else (),
             extra=_client_fields(raw),
         )
+
+
+def _job_ref(kind: str, value: object, field_name: str) -> int | str:
+    if kind == "playlist":
+        if not isinstance(value, str) or not _PLAYLIST_ID.match(value):
+            raise InvalidInput(f"{field_name} must be a playlist UUID", field_name)
+        return value.lower()
+    if kind == "mix":
+        if not isinstance(value, str) or not _MIX_ID.match(value):
+            raise InvalidInput(f"{field_name} must be a mix id (letters and digits)",
+                               field_name)
+        return value
+    return parse_tidal_id(value, field_name)
+
+
+def parse_include(value: object) -> tuple[str, ...]:
+    """An artist job's release kinds: a list or a comma-separated string, or "all"."""
+    if value is None:
+        return DEFAULT_INCLUDE
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise InvalidInput("job.include must be a list of release kinds", "job.include")
+    names = [i.strip().lower() for i in items if i.strip()]
+    if names == ["all"]:
+        return RELEASE_KINDS
+    unknown = [n for n in names if n not in RELEASE_KINDS]
+    if unknown or not names:
+        raise InvalidInput(f"job.include: {', '.join(unknown) or 'nothing'} is not one of "
+                           f"{', '.join(RELEASE_KINDS)} or all", "job.include")
+    return tuple(k for k in RELEASE_KINDS if k in names)
 
 
 def parse_tidal_id(value: object, field_name: str) -> int:
@@ -299,13 +348,20 @@ class Job:
             "worker": self.worker if self.status is JobStatus.PROCESSING else None,
             "pauseRequested": self.pause_requested,
         }
-        if self.spec.type == "album":
+        if self.spec.type == "artist":
+            out["children"] = [e.get("jobId") for e in self.track_progress if e.get("jobId")]
+            out["releases"] = self.track_progress
+            out["result"] = self.result
+        elif self.spec.type in ("album", "playlist", "mix"):
             tracks = self.track_progress
             # the client's count until the daemon has listed the album
             out["trackCount"] = len(tracks) or int(self.spec.extra.get("trackCount") or 0)
             out["completedTracks"] = sum(1 for t in tracks if t.get("status") == "completed")
             out["failedTracks"] = sum(1 for t in tracks if t.get("status") == "failed")
             out["trackProgress"] = tracks
+            if self.spec.type != "album":
+                out["playlistPath"] = (self.result or {}).get("playlistPath")
+                out["result"] = self.result
         else:
             out["result"] = self.result
         return out
@@ -438,6 +494,33 @@ class TrackMeta:
     def artist_name(self) -> str:
         main = [a.name for a in self.artists if a.main] or [a.name for a in self.artists]
         return ", ".join(main) if main else self.album_artist
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A playlist or a mix: its tracks in order (videos left out, counted)."""
+
+    kind: str  # "playlist" or "mix"
+    id: str
+    title: str
+    tracks: tuple[TrackMeta, ...]
+    videos: int = 0
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release of an artist's discography, classified as ``include`` names it."""
+
+    album_id: int
+    title: str
+    kind: str  # one of RELEASE_KINDS
+
+
+@dataclass(frozen=True)
+class Discography:
+    artist: str
+    releases: tuple[Release, ...]
+    complete: bool  # False: the server only offered its plain listing, capped at 100
 
 
 @dataclass(frozen=True)

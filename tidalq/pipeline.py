@@ -199,7 +199,7 @@ class Pipeline:
     # -- jobs --------------------------------------------------------------------------------
     async def run_track_job(self, job: Job, report: Report,
                             attempt: Attempt | None = None) -> dict[str, Any]:
-        meta = await self.upstream.track_in_album(job.spec.tidal_id)
+        meta = await self.upstream.track_in_album(job.spec.number)
         attempt = attempt or Unleased(job.id)
         attempt.learned({"artistName": meta.album_artist, "albumTitle": meta.album_title,
                          "trackTitle": meta.full_title})
@@ -215,7 +215,7 @@ class Pipeline:
     async def run_album_job(self, job: Job, report: Report,
                             attempt: Attempt | None = None) -> list[dict[str, Any]]:
         """Download the album's missing tracks; raises AlbumFailed if any track failed."""
-        album = await self.upstream.album(job.spec.tidal_id)
+        album = await self.upstream.album(job.spec.number)
         attempt = attempt or Unleased(job.id)
         attempt.learned({"artistName": album.artist, "albumTitle": album.title})
         entries = self._album_entries(album, job.track_progress)
@@ -223,7 +223,7 @@ class Pipeline:
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
         earlier = [e.get("path") for e in entries.values()]
         async with self.editions.album(album, job.spec.quality.extension, earlier) as edition:
-            await self._run_lanes(todo, attempt.pausing, lambda t: self._album_track(
+            await self.run_lanes(todo, attempt.pausing, lambda t: self._album_track(
                 TrackRequest(t, job.spec.quality, job.spec.min_quality, attempt, edition,
                              job.spec.force, job.spec.musicbrainz_release),
                 album, entries, report))
@@ -295,7 +295,7 @@ class Pipeline:
             entry.pop("retryable", None)
         report(self._album_fraction(album, entries), list(entries.values()), True)
 
-    async def _run_lanes(self, todo: list[TrackMeta], paused: Callable[[], bool],
+    async def run_lanes(self, todo: list[TrackMeta], paused: Callable[[], bool],
                          run: Callable[[TrackMeta], Awaitable[None]]) -> None:
         """Run tracks in lanes: one on the slot the job holds, extra lanes each on a slot
         of their own, so the daemon never runs more downloads than it has slots. No lane

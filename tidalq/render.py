@@ -52,9 +52,12 @@ def _when(ms: int | None) -> str:
 def _title(spec: dict[str, Any]) -> str:
     """"Artist – Album" or "Artist – Track" once the daemon knows them, else "album 100"."""
     kind = spec["type"]
-    name = spec.get("trackTitle") if kind == "track" else spec.get("albumTitle")
+    name = {"track": spec.get("trackTitle"), "artist": spec.get("artistName")}.get(
+        kind, spec.get("albumTitle"))
     if not name:
-        return f"{kind} {spec.get('trackId') or spec.get('albumId')}"
+        return f"{kind} {spec.get(kind + 'Id')}"
+    if kind in ("artist", "playlist", "mix"):
+        return f"{name} ({kind})" if kind != "artist" else f"{name} (discography)"
     artist = spec.get("artistName")
     return f"{artist} – {name}" if artist else name
 
@@ -72,7 +75,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
         table.add_column(col, no_wrap=col != "NOTE", min_width=27 if col == "ID" else None)
     for job in jobs:
         note = job.get("error") or ""
-        if job["job"]["type"] == "album" and job.get("trackCount"):
+        if job["job"]["type"] in ("album", "playlist", "mix") and job.get("trackCount"):
             note = f"{job['completedTracks']}/{job['trackCount']} tracks " + note
         table.add_row(job["id"], _title(job["job"]), job["job"]["quality"],
                       _status(job["status"]),
@@ -83,8 +86,8 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
 def job_detail(job: dict[str, Any]) -> None:
     out.print(Text.assemble((job["id"], "bold"), "  ", _status(job["status"]),
                             f"  {_percent(job['progress'])}"))
-    rows = [("what", f"{_title(job['job'])} ({job['job']['type']} "
-                     f"{job['job'].get('trackId') or job['job'].get('albumId')})"),
+    kind = job["job"]["type"]
+    rows = [("what", f"{_title(job['job'])} [{kind} {job['job'].get(kind + 'Id')}]"),
             ("quality", job["job"]["quality"]),
             ("priority", job["priority"]), ("attempts", f"{job['attempts']}/{job['maxAttempts']}"),
             ("created", _when(job["createdAt"])), ("started", _when(job["startedAt"])),
@@ -100,16 +103,29 @@ def job_detail(job: dict[str, Any]) -> None:
                                  + (" (already in library)" if result.get("skipped") else "")))
     for key, value in rows:
         out.print(f"  {key:<11}{value}")
-    tracks = job.get("trackProgress") or []
+    if job.get("playlistPath"):
+        out.print(f"  {'playlist':<11}{job['playlistPath']}")
+    tracks = job.get("trackProgress") or job.get("releases") or []
     if tracks:
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for col in ("DISC-TRACK", "TITLE", "STATUS", "PROGRESS", "FILE / ERROR"):
-            table.add_column(col)
-        for t in tracks:
-            table.add_row(f"{t.get('discNumber')}-{t.get('trackNumber'):02d}", t.get("title"),
-                          _status(t.get("status", "")), _percent(float(t.get("progress") or 0)),
-                          t.get("error") or t.get("path") or "")
-        out.print(table)
+        out.print(_entries_table(tracks))
+
+
+def _entries_table(entries: list[dict[str, Any]]) -> Table:
+    """An album's tracks, a playlist's items or an artist's album jobs."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("#", "TITLE", "STATUS", "PROGRESS", "FILE / ERROR / JOB"):
+        table.add_column(col)
+    for t in entries:
+        if "position" in t:
+            number = str(t["position"])
+        elif "trackNumber" in t:
+            number = f"{t.get('discNumber')}-{int(t.get('trackNumber') or 0):02d}"
+        else:
+            number = str(t.get("kind", ""))
+        table.add_row(number, str(t.get("title", "")), _status(str(t.get("status", ""))),
+                      _percent(float(t.get("progress") or 0)),
+                      str(t.get("error") or t.get("path") or t.get("jobId") or ""))
+    return table
 
 
 def status_view(stats: dict[str, Any]) -> Group:

@@ -43,7 +43,7 @@ def web_job(job: Job, with_tracks: bool = True) -> dict[str, Any]:
         out["downloadTimeMs"] = job.completed_at - job.started_at
     files = [job.result] if job.result else job.track_progress
     out["fileSize"] = sum(int(f.get("bytes") or 0) for f in files if f)
-    if job.spec.type == "album":
+    if job.spec.type in ("album", "playlist", "mix"):
         out["trackProgress"] = [web_track(t) for t in job.track_progress] if with_tracks \
             else []
     return out

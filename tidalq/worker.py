@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tidalq.collections import CollectionRunner
 from tidalq.config import Settings
 from tidalq.errors import (
     DiskFull,
@@ -34,7 +35,7 @@ from tidalq.errors import (
     LeaseLost,
     StoreUnavailable,
 )
-from tidalq.models import Claim, Failure, LeaseState
+from tidalq.models import Claim, Failure, JobSpec, LeaseState
 from tidalq.pipeline import AlbumFailed, Interrupted, Pipeline, Slots
 from tidalq.store.base import JobStore
 
@@ -92,6 +93,7 @@ class ActiveJob:
     stop_reason: str | None = None  # "cancelled", "lost" or "drain"
     samples: list[tuple[float, float]] = field(default_factory=list)
     pause_requested: bool = False  # the user paused it: an album stops between tracks
+    slot_given_back: bool = False
     titles: dict[str, str] | None = None  # learned from the upstream, not yet stored
     known_titles: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -136,6 +138,32 @@ class ActiveJob:
         (t0, p0), (t1, p1) = self.samples[0], self.samples[-1]
         rate = (p1 - p0) / (t1 - t0) if t1 > t0 else 0
         return (1 - p1) / rate if rate > 0 else None
+
+
+class StoreChildren:
+    """An artist job's view of the queue (see :class:`tidalq.collections.Children`)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self._cursor: str | None = None
+
+    async def submit(self, spec: JobSpec) -> str:
+        job, _ = await self.store.submit(spec)
+        return job.id
+
+    async def statuses(self, job_ids: list[str]) -> dict[str, str]:
+        found = {}
+        for job_id in job_ids:
+            with contextlib.suppress(JobNotFound):
+                found[job_id] = (await self.store.get(job_id)).status.value
+        return found
+
+    async def changed(self, timeout_s: float) -> None:
+        if self._cursor is None:
+            self._cursor = await self.store.last_event_id()
+        events = await self.store.wait_events(self._cursor, timeout_s)
+        if events:
+            self._cursor = events[-1].id
 
 
 class WorkerPool:
@@ -313,12 +341,8 @@ class WorkerPool:
         try:
             if after is not None:
                 await asyncio.wait([after])
-            if job.spec.type == "album":
-                tracks = await self.pipeline.run_album_job(job, self._report(state), state)
-                await self._finish("complete", state, None, tracks)
-            else:
-                result = await self.pipeline.run_track_job(job, self._report(state), state)
-                await self._finish("complete", state, result, None)
+            result, tracks = await self._work(state)
+            await self._finish("complete", state, result, tracks)
         except asyncio.CancelledError:
             if state.stop_reason == "drain":
                 await self._finish("release", state)
@@ -341,8 +365,31 @@ class WorkerPool:
         finally:
             if self.active.get(job.id) is state:  # never undo a newer attempt's entry
                 del self.active[job.id]
-            self.slots.release()
+            if not state.slot_given_back:
+                self.slots.release()
             self.wake()
+
+    async def _work(self, state: ActiveJob
+                    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+        """Run the job by its type; (result, track entries) for the store."""
+        assert self.pipeline is not None
+        job, report = state.claim.job, self._report(state)
+        kind = job.spec.type
+        if kind == "track":
+            return await self.pipeline.run_track_job(job, report, state), None
+        if kind == "album":
+            return None, await self.pipeline.run_album_job(job, report, state)
+        runner = CollectionRunner(self.pipeline, self.settings)
+        if kind in ("playlist", "mix"):
+            return await runner.run_collection_job(job, report, state)
+        return await runner.run_artist_job(job, report, state, StoreChildren(self.store),
+                                           lambda: self._give_back_slot(state))
+
+    def _give_back_slot(self, state: ActiveJob) -> None:
+        """A job that only waits (an artist job for its albums) frees its download slot."""
+        if not state.slot_given_back:
+            state.slot_given_back = True
+            self.slots.release()
 
     def _failure(self, exc: DownloadError) -> Failure:
         wait_s = exc.retry_after_s

@@ -42,17 +42,48 @@ class FakeAlbum:
     volumes: int = 1
     videos: int = 0
     artist: dict[str, Any] = field(default_factory=lambda: dict(ARTIST))
+    kind: str = "ALBUM"  # TIDAL's type: ALBUM, EP or SINGLE
 
     @property
     def cover(self) -> str:
         return f"{self.id:08x}-aaaa-bbbb-cccc-{self.id:012x}"
 
 
+@dataclass
+class FakePlaylist:
+    """Items in order: a track id, or ("video", id). Ids not in the catalogue vanished."""
+
+    uuid: str
+    title: str
+    items: list[int | tuple[str, int]]
+
+
+@dataclass
+class FakeArtist:
+    """Releases per TIDAL listing: ALBUMS, EPSANDSINGLES, COMPILATIONS."""
+
+    id: int
+    name: str
+    listings: dict[str, list[int]]
+
+
+VARIOUS = {"id": 2935, "name": "Various Artists", "type": "MAIN"}
+OTHER = {"id": 81, "name": "Someone Else", "type": "MAIN"}
+PLAYLIST = "1a2b3c4d-0000-4000-8000-00000000a001"
+BENCH_PLAYLIST = "1a2b3c4d-0000-4000-8000-00000000b500"
+MIX = "0123456789abcdef0123456789abcd"
+PAGING_ARTIST = 80
+
+
 class Catalog:
     def __init__(self, track_bytes: int | None = None) -> None:
         self.albums: dict[int, FakeAlbum] = {}
         self.tracks: dict[int, FakeTrack] = {}
+        self.playlists: dict[str, FakePlaylist] = {}
+        self.mixes: dict[str, FakePlaylist] = {}
+        self.artists: dict[int, FakeArtist] = {}
         self._build(track_bytes)
+        self._build_collections()
 
     def _add(self, album: FakeAlbum) -> None:
         self.albums[album.id] = album
@@ -96,6 +127,39 @@ class Catalog:
         self._add(FakeAlbum(500, "Preview Single", [
             FakeTrack(5001, "Only A Preview", 500, 1, preview=True)]))
 
+    def _build_collections(self) -> None:
+        """Playlists, a mix and artists (see upstream.md, "Collections")."""
+        # a playlist: tracks shared with albums, a duplicate, a video, a preview-only
+        # track, a vanished one (7777), across pages of the fake's short page cap
+        self.playlists[PLAYLIST] = FakePlaylist(PLAYLIST, "Road Trip / Mix", [
+            1001, 2001, ("video", 99001), 1003, 2001, 5001, 7777, 6001, 1002])
+        # the benchmark: 500 short tracks on five albums, in an order that mixes them
+        bench = [FakeAlbum(950 + a, f"Bench Playlist Album {a + 1}", [
+            FakeTrack(20001 + a * 100 + i, f"Short {a * 100 + i + 1}", 950 + a, i + 1)
+            for i in range(100)]) for a in range(5)]
+        for album in bench:
+            self._add(album)
+        order: list[int | tuple[str, int]] = [20001 + (i * 7919) % 500 for i in range(500)]
+        self.playlists[BENCH_PLAYLIST] = FakePlaylist(BENCH_PLAYLIST, "Five Hundred", order)
+        self.mixes[MIX] = FakePlaylist(MIX, "My Mix", [2002, 1001, 6002])
+        # an artist whose releases span several pages and all four kinds
+        paging = {"id": PAGING_ARTIST, "name": "Paging Artist", "type": "MAIN"}
+        releases: dict[str, list[int]] = {"ALBUMS": [], "EPSANDSINGLES": [],
+                                          "COMPILATIONS": []}
+        for n, (kind, listing, owner) in enumerate(
+                [("ALBUM", "ALBUMS", paging)] * 5 + [("EP", "EPSANDSINGLES", paging)] * 2
+                + [("SINGLE", "EPSANDSINGLES", paging)] * 2
+                + [("ALBUM", "COMPILATIONS", VARIOUS)] * 2 + [("ALBUM", "COMPILATIONS", OTHER)]):
+            album_id = 700 + n
+            title = "Same Title" if n in (0, 1) else f"{kind.title()} Release {n}"
+            self._add(FakeAlbum(album_id, title, [
+                FakeTrack(70001 + n, f"Song of {album_id}", album_id, 1,
+                          artists=[paging])], artist=dict(owner), kind=kind))
+            releases[listing].append(album_id)
+        self.artists[PAGING_ARTIST] = FakeArtist(PAGING_ARTIST, "Paging Artist", releases)
+        self.artists[77] = FakeArtist(77, "Test Artist", {
+            "ALBUMS": [100, 110, 200], "EPSANDSINGLES": [], "COMPILATIONS": []})
+
     # -- JSON shapes ------------------------------------------------------------------------
     def album_json(self, album: FakeAlbum) -> dict[str, Any]:
         return {
@@ -103,7 +167,7 @@ class Catalog:
             "releaseDate": "2024-05-17", "numberOfTracks": len(album.tracks),
             "numberOfVolumes": album.volumes, "numberOfVideos": album.videos,
             "upc": f"00{album.id:010d}", "copyright": "(P) 2024 Fake Records",
-            "artist": album.artist, "artists": [album.artist],
+            "artist": album.artist, "artists": [album.artist], "type": album.kind,
         }
 
     def track_json(self, track: FakeTrack, duration_s: float | None = None) -> dict[str, Any]:

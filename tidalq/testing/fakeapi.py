@@ -49,6 +49,9 @@ class Faults:
     legacy: bool = False  # answer with legacy shapes, no envelope
     manifest_uri: bool = False  # /trackManifests/ answers a uri instead of inline MPD
     cdn_base: str | None = None  # manifests name this CDN origin instead of the fake's own
+    page_cap: int = 4  # playlist and artist pages hold at most this many items
+    plain_artist: bool = False  # a hifi-api without the paged ?f=&filter= extension
+    playlist_short: int = 0  # playlist pages come back with this many items missing
 
     def take(self, name: str) -> bool:
         count = getattr(self, name)
@@ -82,6 +85,9 @@ class FakeUpstream:
                               ("/trackManifests/", self.track_manifests),
                               ("/album/", self.album), ("/lyrics/", self.lyrics)):
             r.add_get(path, self._api(handler))
+        for path, named in (("/playlist/", self.playlist), ("/mix/", self.mix),
+                            ("/artist/", self.artist)):
+            r.add_get(path, self._api(named, parse_id=False))
         r.add_get("/cdn/{track}/{name}", self.cdn)
         r.add_get("/cdn/{track}/dash/{name}", self.cdn)
         r.add_get("/images/{tail:.+}", self.cover)
@@ -101,7 +107,7 @@ class FakeUpstream:
     def count(self, path_prefix: str) -> int:
         return sum(1 for r in self.requests if r.path.startswith(path_prefix))
 
-    def _api(self, handler: Any) -> Any:
+    def _api(self, handler: Any, parse_id: bool = True) -> Any:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             f = self.faults
             if f.api_stall_s:
@@ -115,6 +121,9 @@ class FakeUpstream:
             if f.take("token_error"):
                 return web.json_response({"status": 401, "subStatus": 11002,
                                           "userMessage": "Token is invalid"})
+            if not parse_id:
+                named: web.StreamResponse = await handler(request)
+                return named
             try:
                 track_or_album = int(request.query.get("id", ""))
             except ValueError:
@@ -257,6 +266,71 @@ class FakeUpstream:
             return web.json_response([body, {"items": items, "limit": limit, "offset": offset,
                                              "totalNumberOfItems": len(album.tracks)}])
         return self._wrap({**body, "items": items})
+
+    # -- collections ------------------------------------------------------------------------
+    def _page(self, request: web.Request, items: list[Any]) -> tuple[list[Any], int, int]:
+        limit = min(int(request.query.get("limit", "100") or 100), self.faults.page_cap)
+        offset = int(request.query.get("offset", "0") or 0)
+        return items[offset:offset + limit], limit, offset
+
+    def _listed_track(self, track_id: int) -> dict[str, Any]:
+        """A track as a collection lists it: its album lacks artist and disc count."""
+        track = self.catalog.tracks.get(track_id)
+        if track is None:  # removed from TIDAL since it was added
+            return {"id": track_id, "title": "Gone Song", "duration": 4, "trackNumber": 1,
+                    "volumeNumber": 1, "artist": {"id": 1, "name": "Nobody"},
+                    "artists": [{"id": 1, "name": "Nobody", "type": "MAIN"}],
+                    "album": {"id": 99_999, "title": "Gone Album"}}
+        return self.catalog.track_json(track, self.duration(track))
+
+    async def playlist(self, request: web.Request) -> web.Response:
+        playlist = self.catalog.playlists.get(request.query.get("id", ""))
+        if playlist is None:
+            return self._not_found()
+        items = [{"type": "video", "item": {"id": i[1], "title": "A Video"}, "cut": None}
+                 if isinstance(i, tuple) else
+                 {"type": "track", "item": self._listed_track(i), "cut": None}
+                 for i in playlist.items]
+        page, _, _ = self._page(request, items)
+        if self.faults.playlist_short:
+            page = page[:max(0, len(page) - self.faults.playlist_short)]
+        videos = sum(1 for i in playlist.items if isinstance(i, tuple))
+        return web.json_response({"version": "2.4", "playlist": {
+            "uuid": playlist.uuid, "title": playlist.title, "description": "",
+            "numberOfTracks": len(items) - videos, "numberOfVideos": videos,
+            "duration": 4 * len(items), "creator": {"id": 0}, "type": "USER",
+            "squareImage": None}, "items": page})
+
+    async def mix(self, request: web.Request) -> web.Response:
+        mix = self.catalog.mixes.get(request.query.get("id", ""))
+        if mix is None:
+            return self._not_found()
+        return web.json_response({"version": "2.4", "mix": {
+            "id": mix.uuid, "title": mix.title, "subTitle": "made for you",
+            "mixType": "DISCOVERY_MIX"},
+            "items": [self._listed_track(i) for i in mix.items if isinstance(i, int)]})
+
+    async def artist(self, request: web.Request) -> web.Response:
+        q = request.query
+        if "id" in q:
+            found = self.catalog.artists.get(int(q["id"]) if q["id"].isdigit() else -1)
+            if found is None:
+                return self._not_found()
+            return web.json_response({"version": "2.4", "artist": {
+                "id": found.id, "name": found.name, "mixes": {}}, "cover": None})
+        artist = self.catalog.artists.get(int(q.get("f", "0") or 0) if
+                                          q.get("f", "").isdigit() else -1)
+        listings = artist.listings if artist else {}
+        if "filter" in q and not self.faults.plain_artist:
+            ids = listings.get(q["filter"], [])
+            albums = [self.catalog.album_json(self.catalog.albums[i]) for i in ids]
+            page, limit, offset = self._page(request, albums)
+            return web.json_response({"version": "2.4", "albums": {
+                "limit": limit, "offset": offset, "totalNumberOfItems": len(albums),
+                "items": page}, "tracks": []})
+        own = [*listings.get("ALBUMS", []), *listings.get("EPSANDSINGLES", [])][:100]
+        return web.json_response({"version": "2.4", "albums": {"items": [
+            self.catalog.album_json(self.catalog.albums[i]) for i in own]}, "tracks": []})
 
     async def lyrics(self, request: web.Request, track_id: int) -> web.Response:
         track = self.catalog.tracks.get(track_id)

@@ -28,7 +28,16 @@ from tidalq.errors import (
     UpstreamUnavailable,
 )
 from tidalq.jsontext import loads_repaired
-from tidalq.models import AlbumMeta, Artist, Quality, TrackMeta
+from tidalq.models import (
+    AlbumMeta,
+    Artist,
+    Collection,
+    Discography,
+    Quality,
+    Release,
+    TrackMeta,
+)
+from tidalq.upstream import listings as ls
 from tidalq.upstream import manifest as mf
 
 log = logging.getLogger(__name__)
@@ -57,7 +66,10 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
 
 # what a 404 of each endpoint says does not exist
 WHAT_IS_MISSING = {"info": "track", "track": "track", "trackManifests": "track",
-                   "album": "album", "lyrics": "lyrics of track"}
+                   "album": "album", "lyrics": "lyrics of track", "mix": "mix",
+                   "playlist": "playlist (or it is private)", "artist": "artist"}
+COLLECTION_PAGE = 100  # what we ask for; servers may answer fewer per page
+MAX_PAGES = 1000
 RETRY_AFTER_LIMIT_S = 7 * 86400.0  # a server asking for more is wrong; the worker caps lower
 
 
@@ -263,6 +275,65 @@ class UpstreamClient:
             raise UpstreamUnavailable(f"album {album_id} came back incomplete: "
                                       f"{len(_numbering(tracks))} of {wanted} tracks")
         return parse_album(album, _dedupe(tracks))
+
+    # -- collections ---------------------------------------------------------------------
+    async def playlist(self, uuid: str) -> Collection:
+        """Every item of a playlist, page by page until the promised count is in hand:
+        fewer is an error, never a shorter playlist."""
+        items: list[Any] = []
+        playlist: dict[str, Any] = {}
+        for _ in range(MAX_PAGES):
+            playlist, page = ls.collection_page(await self.get_json(
+                "playlist", {"id": uuid, "limit": COLLECTION_PAGE, "offset": len(items)}),
+                "playlist")
+            items += page
+            if not page or len(items) >= ls.promised(playlist):
+                break
+        if len(items) < ls.promised(playlist):
+            raise UpstreamUnavailable(f"playlist {uuid} came back incomplete: {len(items)} of "
+                                      f"{ls.promised(playlist)} items")
+        raw, videos = ls.track_items(items)
+        return Collection("playlist", uuid, str(playlist.get("title") or uuid),
+                          tuple(parse_track(t) for t in raw), videos)
+
+    async def mix(self, mix_id: str) -> Collection:
+        mix, items = ls.collection_page(await self.get_json("mix", {"id": mix_id}), "mix")
+        raw, videos = ls.track_items(items)
+        return Collection("mix", mix_id, str(mix.get("title") or mix_id),
+                          tuple(parse_track(t) for t in raw), videos)
+
+    async def discography(self, artist_id: int, include: tuple[str, ...]) -> Discography:
+        """An artist's releases of the included kinds, each listing read in full; when
+        the server only has its plain, capped listing, the answer says it may be short."""
+        about = await self.get_json("artist", {"id": artist_id})
+        artist = about.get("artist") if isinstance(about, dict) else None
+        name = str((artist or {}).get("name") or f"artist {artist_id}")
+        found: dict[int, Release] = {}
+        complete = True
+        for listing, kinds in ls.LISTINGS.items():
+            if not set(kinds) & set(include):
+                continue
+            albums, paged = await self._listing(artist_id, listing)
+            complete &= paged
+            for release in ls.releases(albums, listing if paged else None, include):
+                found.setdefault(release.album_id, release)
+        return Discography(name, tuple(found.values()), complete)
+
+    async def _listing(self, artist_id: int, listing: str) -> tuple[list[dict[str, Any]], bool]:
+        albums: list[dict[str, Any]] = []
+        for _ in range(MAX_PAGES):
+            page, total = ls.release_page(await self.get_json("artist", {
+                "f": artist_id, "filter": listing, "limit": COLLECTION_PAGE,
+                "offset": len(albums), "skip_tracks": "true"}))
+            if total is None:  # the plain listing: no paging, no totals, no compilations
+                return page, False
+            albums += page
+            if not page or len(albums) >= total:
+                if len(albums) < total:
+                    raise UpstreamUnavailable(f"artist {artist_id}'s {listing} came back "
+                                              f"incomplete: {len(albums)} of {total}")
+                return albums, True
+        raise UpstreamUnavailable(f"artist {artist_id}'s {listing} never ended")
 
     async def lyrics(self, track_id: int) -> Lyrics | None:
         """Lyrics when the upstream has them; any failure just means none."""
