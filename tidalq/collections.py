@@ -18,14 +18,14 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from tidalq.config import Settings
 from tidalq.errors import DownloadError, FailureCode, PreviewOnly, UpstreamNotFound
 from tidalq.media.paths import sanitize
-from tidalq.models import Collection, Job, JobSpec, TrackMeta
+from tidalq.models import AlbumMeta, Collection, Job, JobSpec, TrackMeta
 from tidalq.pipeline import (
     AlbumFailed,
     Attempt,
@@ -94,8 +94,12 @@ def outcome(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
 
 @dataclass
 class CollectionRunner:
+    """Runs one collection or artist job (made per job: its album cache is the run's)."""
+
     pipeline: Pipeline
     settings: Settings
+    _albums: dict[int, AlbumMeta | None] = field(default_factory=dict)
+    _album_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
     async def run_collection_job(self, job: Job, report: Report, attempt: Attempt
                                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -167,14 +171,32 @@ class CollectionRunner:
 
     async def _fetch(self, job: Job, listed: TrackMeta, attempt: Attempt,
                      on_progress: Callable[[float], None]) -> dict[str, Any]:
-        # a playlist lists a track without its album's artist and disc count: name and
-        # tag it as its album job would
-        meta = await self.pipeline.upstream.track_in_album(listed.id)
+        meta = await self._as_on_its_album(listed)
         spec = job.spec
         async with self.pipeline.editions.track(meta, spec.quality.extension) as edition:
             request = TrackRequest(meta, spec.quality, spec.min_quality, attempt, edition,
                                    spec.force, spec.musicbrainz_release)
             return await self.pipeline.track(request, on_progress)
+
+    async def _as_on_its_album(self, listed: TrackMeta) -> TrackMeta:
+        """A playlist lists a track without its album's artist and disc count: name and
+        tag it as its album job would. Each album is listed once per run, however many
+        of its tracks the playlist holds."""
+        upstream = self.pipeline.upstream
+        album_id = listed.album_id
+        if album_id is None:
+            return await upstream.track_in_album(listed.id)
+        async with self._album_locks.setdefault(album_id, asyncio.Lock()):
+            if album_id not in self._albums:
+                try:
+                    self._albums[album_id] = await upstream.album(album_id)
+                except DownloadError as exc:
+                    if exc.retryable:
+                        raise
+                    self._albums[album_id] = None
+        album = self._albums[album_id]
+        found = next((t for t in album.tracks if t.id == listed.id), None) if album else None
+        return found or await upstream.track_in_album(listed.id)
 
     def _write_playlist(self, title: str, entries: list[dict[str, Any]]) -> Path:
         folder = self.settings.download_dir / self.settings.playlist_dir
