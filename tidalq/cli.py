@@ -453,6 +453,57 @@ def _watch_live(app: App, interval: float) -> None:
 
 
 @main.command()
+@click.argument("kind", type=click.Choice(["artist", "playlist", "mix"]))
+@click.argument("item", metavar="ID_OR_URL")
+@click.option("--include", metavar="KINDS", help="Artists: which releases (as for add).")
+@click.option("--quality", type=QUALITIES, help="Quality of what it submits.")
+@click.option("--backfill", is_flag=True,
+              help="Download what is there now too, not only what is new from now on.")
+@json_option
+@pass_app
+@handles_errors
+def follow(app: App, kind: str, item: str, include: str | None, quality: str | None,
+           backfill: bool, as_json: bool) -> None:
+    """Follow an artist, playlist or mix: the daemon checks it every follow_interval and
+    downloads what is new."""
+    _, ref = _target(item, kind)
+    params: dict[str, Any] = {"kind": kind, "id": ref, "backfill": backfill}
+    if include and kind == "artist":
+        params["include"] = include
+    if quality:
+        params["quality"] = quality.upper()
+    answer = app.client().call("follows.add", params)
+    if as_json:
+        render.as_json(answer["follow"])
+    else:
+        render.message(answer["follow"]["id"] if answer["created"] else
+                       f"{answer['follow']['id']} (already followed)")
+
+
+@main.command()
+@click.argument("follow_id", metavar="ID")
+@pass_app
+@handles_errors
+def unfollow(app: App, follow_id: str) -> None:
+    """Stop following (a follow id or prefix, or the followed id); nothing is deleted."""
+    removed = app.client().call("follows.remove", {"id": follow_id})["removed"]
+    render.message(f"unfollowed {removed}")
+
+
+@main.command()
+@json_option
+@pass_app
+@handles_errors
+def follows(app: App, as_json: bool) -> None:
+    """What is followed: the last check, its outcome and the next one."""
+    found = app.client().call("follows.list")["follows"]
+    if as_json:
+        render.as_json(found)
+    else:
+        render.follows_table(found)
+
+
+@main.command()
 @pass_app
 @handles_errors
 def stop(app: App) -> None:

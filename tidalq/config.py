@@ -49,6 +49,9 @@ ENV_KEYS: dict[str, str] = {
     "retry_after_max": "TIDALQ_RETRY_AFTER_MAX",
     "max_stalls": "TIDALQ_MAX_STALLS",
     "playlist_dir": "TIDALQ_PLAYLIST_DIR",
+    "follow_interval": "TIDALQ_FOLLOW_INTERVAL",
+    "webhook_url": "TIDALQ_WEBHOOK_URL",
+    "notify_urls": "TIDALQ_NOTIFY_URLS",
     "http_allowed_hosts": "TIDALQ_HTTP_ALLOWED_HOSTS",
 }
 
@@ -79,6 +82,12 @@ class Settings:
     retry_after_max: float = 6 * 3600.0
     max_stalls: int = 5
     playlist_dir: str = "Playlists"  # under download_dir: where .m3u8 files go
+    follow_interval: float = 6 * 3600.0
+    on_complete: tuple[str, ...] = ()
+    on_fail: tuple[str, ...] = ()
+    hook_timeout: float = 60.0
+    webhook_url: str | None = None
+    notify_urls: tuple[str, ...] = field(default=(), repr=False)  # may hold credentials
     http_allowed_hosts: tuple[str, ...] = ()
     config_file: Path | None = None
 
@@ -129,6 +138,8 @@ DURATION_RANGES: dict[str, tuple[float, float]] = {
     "lease": (1.0, 3600.0),
     "drain_timeout": (0.0, 3600.0),
     "retry_after_max": (1.0, 7 * 86400.0),
+    "follow_interval": (1.0, 30 * 86400.0),
+    "hook_timeout": (1.0, 3600.0),
 }
 
 
@@ -153,6 +164,22 @@ def _span(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+def _argv(value: Any, key: str) -> tuple[str, ...]:
+    """A command as a list of strings (no shell): ["/usr/local/bin/hook", "--flag"]."""
+    if not isinstance(value, list | tuple) or not value or \
+            not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a command as a list of strings, "
+                          'e.g. ["/usr/local/bin/on-done", "--quiet"]', key)
+    return tuple(value)
+
+
+def _notify_urls(value: Any, key: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"{key} must be a list of notification URLs", key)
+    return tuple(v.strip() for v in items if v.strip())
 
 
 def _relative_dir(value: Any, key: str) -> str:
@@ -234,6 +261,9 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "workers": _switch, "lease": parse_duration, "drain_timeout": parse_duration,
     "retry_after_max": parse_duration, "http_allowed_hosts": _hosts,
     "max_stalls": _positive_int, "playlist_dir": _relative_dir,
+    "follow_interval": parse_duration, "hook_timeout": parse_duration,
+    "on_complete": _argv, "on_fail": _argv,
+    "webhook_url": _url, "notify_urls": _notify_urls,
 }
 
 

@@ -27,11 +27,13 @@ import aiohttp
 from tidalq import __version__
 from tidalq.config import Settings, redact_url
 from tidalq.errors import StoreUnavailable, from_os_error
+from tidalq.follows import FollowChecker
 from tidalq.http_api import HttpApi
 from tidalq.instance import Instance, dead_instances, instance_of, worker_name
 from tidalq.media.fetch import Fetcher
 from tidalq.media.verify import available_checks
 from tidalq.models import JobStatus
+from tidalq.notify import Notifier
 from tidalq.pipeline import Pipeline, Slots
 from tidalq.rpc import Context
 from tidalq.server import ControlServer, bind_socket, inherited_socket
@@ -108,8 +110,21 @@ class Daemon:
         sd_notify("READY=1\nSTATUS=" + await self.status_line())
         self._tasks += [self._supervised(self.pool_or_raise.run, "claims"),
                         self._supervised(self.pool_or_raise.heartbeat, "heartbeat"),
-                        self._supervised(self.maintenance, "maintenance")]
+                        self._supervised(self.maintenance, "maintenance"),
+                        *self.start_unattended(pipeline)]
         log.info("ready on %s", s.socket)
+
+    def start_unattended(self, pipeline: Pipeline | None) -> list[asyncio.Task[None]]:
+        """Follow checks (they need an upstream) and notifications of job ends."""
+        tasks = []
+        notifier = Notifier(self.settings, self.session)
+        if notifier.wanted:
+            self.pool_or_raise.on_end = notifier.job_ended
+            tasks.append(self._supervised(notifier.run, "notifications"))
+        if pipeline is not None and self.store is not None:
+            checker = FollowChecker(self.store, pipeline.upstream, self.settings)
+            tasks.append(self._supervised(checker.run, "follows"))
+        return tasks
 
     def own_socket(self) -> socket.socket:
         """The listening control socket, first of all: a second daemon is refused here,

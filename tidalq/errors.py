@@ -6,6 +6,7 @@
     ├── InvalidInput                bad input from a user, a client, a config file   (INVALID)
     │   └── ConfigError             the config file or environment is wrong
     ├── JobNotFound                 no job has that id (or prefix)
+    │   └── FollowNotFound          no follow has that id
     ├── AmbiguousJobId              a prefix matches more than one job
     ├── IllegalTransition           the job's status does not allow the operation
     ├── LeaseLost                   a worker's lease token no longer owns the job
@@ -81,6 +82,10 @@ class ConfigError(InvalidInput):
 
 class JobNotFound(TidalqError):
     """Raised when no job has the given id or prefix."""
+
+
+class FollowNotFound(JobNotFound):
+    """Raised when no follow has the given id."""
 
 
 class AmbiguousJobId(TidalqError):

@@ -26,6 +26,7 @@ from aiohttp import web
 from tidalq.errors import (
     AmbiguousJobId,
     ConfigError,
+    FollowNotFound,
     IllegalTransition,
     InvalidInput,
     JobNotFound,
@@ -33,7 +34,16 @@ from tidalq.errors import (
 )
 from tidalq.jsontext import BadJson, loads_strict
 from tidalq.models import Job, JobStatus, now_ms, parse_status
-from tidalq.rpc import METHOD_TABLE, Context, annotate, stats, submit
+from tidalq.rpc import (
+    METHOD_TABLE,
+    Context,
+    annotate,
+    follow_add,
+    follow_list,
+    follow_remove,
+    stats,
+    submit,
+)
 from tidalq.store.base import MAX_LIST
 from tidalq.webshape import metrics, queue_counts, web_job
 
@@ -84,6 +94,9 @@ class HttpApi:
         r.add_get(BASE + "/{job_id}", self.get_job)
         r.add_patch(BASE + "/{job_id}", self.patch_job)
         r.add_delete(BASE + "/{job_id}", self.delete_job)
+        r.add_get("/api/follows", self.list_follows)
+        r.add_post("/api/follows", self.add_follow)
+        r.add_delete("/api/follows/{follow_id}", self.remove_follow)
 
     async def start(self, listen: str) -> None:
         host, _, port = listen.rpartition(":")
@@ -108,6 +121,8 @@ class HttpApi:
             return await handler(request)
         except InvalidInput as exc:
             return _fail(400, str(exc))
+        except FollowNotFound as exc:
+            return _fail(404, str(exc))
         except JobNotFound:
             return _fail(404, "Job not found")
         except AmbiguousJobId as exc:
@@ -308,6 +323,21 @@ class HttpApi:
             await self._act(job_id, "cancel")
         await self._act(job_id, "remove")
         return _done(job_id, "Job deleted")
+
+
+    # -- follows --------------------------------------------------------------------------
+    async def list_follows(self, request: web.Request) -> web.Response:
+        return web.json_response({"success": True, **await follow_list(self.ctx, {})})
+
+    async def add_follow(self, request: web.Request) -> web.Response:
+        answer = await follow_add(self.ctx, await self._json_body(request))
+        return web.json_response({"success": True, **answer},
+                                 status=201 if answer["created"] else 200)
+
+    async def remove_follow(self, request: web.Request) -> web.Response:
+        follow_id = request.match_info["follow_id"]
+        answer = await follow_remove(self.ctx, {"id": follow_id})
+        return web.json_response({"success": True, **answer})
 
 
 JOB_ACTIONS = {"cancel": "Cancellation requested", "pause": "Pause requested",

@@ -537,3 +537,74 @@ class AlbumMeta:
     upc: str | None
     copyright: str | None
     tracks: tuple[TrackMeta, ...]
+
+
+FOLLOW_KINDS = ("artist", "playlist", "mix")
+
+
+@dataclass
+class Follow:
+    """A followed artist, playlist or mix: checked every ``follow_interval`` by one daemon.
+
+    ``seen`` holds what was there at the last check (album ids of an artist, track ids of
+    a playlist): what is new is what is not in it. None before the first check.
+    """
+
+    id: str
+    kind: str
+    ref: int | str
+    quality: Quality
+    include: tuple[str, ...] = ()
+    backfill: bool = False
+    created_at: int = 0
+    last_check_at: int | None = None
+    last_outcome: str | None = None  # "ok: 2 new", "failed: …"
+    failures: int = 0  # consecutive failed checks (they back off)
+    checks: int = 0
+    next_check_at: int = 0
+    seen: list[int] | None = None
+    title: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.ref}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "ref": self.ref,
+                "quality": self.quality.value, "include": list(self.include),
+                "backfill": self.backfill, "createdAt": self.created_at,
+                "lastCheckAt": self.last_check_at, "lastOutcome": self.last_outcome,
+                "failures": self.failures, "checks": self.checks,
+                "nextCheckAt": self.next_check_at, "title": self.title,
+                "seen": self.seen}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Follow:
+        return cls(id=raw["id"], kind=raw["kind"], ref=raw["ref"],
+                   quality=Quality(raw["quality"]), include=tuple(raw.get("include") or ()),
+                   backfill=bool(raw.get("backfill")), created_at=raw.get("createdAt", 0),
+                   last_check_at=raw.get("lastCheckAt"), last_outcome=raw.get("lastOutcome"),
+                   failures=raw.get("failures", 0), checks=raw.get("checks", 0),
+                   next_check_at=raw.get("nextCheckAt", 0), seen=raw.get("seen"),
+                   title=raw.get("title"))
+
+    @classmethod
+    def parse(cls, raw: object, default_quality: Quality, now: int) -> Follow:
+        """A client's follow request: ``{"kind", "id", "include"?, "quality"?, "backfill"?}``."""
+        if not isinstance(raw, dict):
+            raise InvalidInput("follow must be an object", "follow")
+        kind = raw.get("kind")
+        if kind not in FOLLOW_KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(FOLLOW_KINDS)}", "kind")
+        spec = JobSpec.from_json({"type": kind, ID_FIELDS[kind]: raw.get("id"),
+                                  "include": raw.get("include"),
+                                  "quality": raw.get("quality", default_quality.value)},
+                                 default_quality)
+        backfill = raw.get("backfill", False)
+        if not isinstance(backfill, bool):
+            raise InvalidInput("backfill must be true or false", "backfill")
+        import secrets  # only the daemon makes ids
+
+        return cls(id="follow-" + secrets.token_hex(5), kind=kind, ref=spec.tidal_id,
+                   quality=spec.quality, include=spec.include, backfill=backfill,
+                   created_at=now, next_check_at=now)

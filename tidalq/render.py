@@ -200,6 +200,20 @@ def wait_summary(jobs: list[dict[str, Any]], timed_out: bool) -> None:
         error("timed out waiting for jobs to finish")
 
 
+def follows_table(follows: list[dict[str, Any]]) -> None:
+    if not follows:
+        out.print("nothing followed")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("ID", "WHAT", "LAST CHECK", "OUTCOME", "NEXT CHECK"):
+        table.add_column(col, no_wrap=col != "OUTCOME")
+    for f in follows:
+        what = f"{f['kind']} {f.get('title') or f['ref']}"
+        table.add_row(f["id"], what, _when(f.get("lastCheckAt")),
+                      f.get("lastOutcome") or "not checked yet", _when(f.get("nextCheckAt")))
+    out.print(table)
+
+
 def event_line(event: dict[str, Any]) -> None:
     """One job event as a plain line (``tidalq watch`` into a pipe or a file)."""
     when = time.strftime("%H:%M:%S", time.localtime((event.get("at") or 0) / 1000))

@@ -18,15 +18,18 @@ from tidalq import __version__
 from tidalq.config import Settings, redact_url
 from tidalq.errors import (
     AmbiguousJobId,
+    FollowNotFound,
     IllegalTransition,
     InvalidInput,
     JobNotFound,
     StoreUnavailable,
 )
 from tidalq.models import (
+    Follow,
     Job,
     JobSpec,
     JobStatus,
+    now_ms,
     parse_max_attempts,
     parse_priority,
     parse_status,
@@ -303,7 +306,36 @@ async def shutdown(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"stopping": True}
 
 
+async def follow_add(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Follow an artist, playlist or mix: ``{"kind", "id", "include"?, "quality"?,
+    "backfill"?}``; following an already followed item returns that follow."""
+    _known(params, {"kind", "id", "include", "quality", "backfill"})
+    follow = Follow.parse(params, ctx.settings.quality, now_ms())
+    kept, created = await ctx.store.add_follow(follow)
+    return {"follow": kept.to_json(), "created": created}
+
+
+async def follow_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, set())
+    return {"follows": [f.to_json() for f in await ctx.store.list_follows()]}
+
+
+async def follow_remove(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, {"id"})
+    follow_id = params.get("id")
+    if not isinstance(follow_id, str) or not 0 < len(follow_id) <= 64:
+        raise InvalidInput("id must be a follow id (string)", "id")
+    for follow in await ctx.store.list_follows():  # a prefix is enough, as for jobs
+        if follow.id.startswith(follow_id) or str(follow.ref) == follow_id:
+            await ctx.store.remove_follow(follow.id)
+            return {"removed": follow.id}
+    raise FollowNotFound(f"no follow {follow_id}")
+
+
 METHOD_TABLE: dict[str, Handler] = {
+    "follows.add": follow_add,
+    "follows.list": follow_list,
+    "follows.remove": follow_remove,
     "queue.submit": submit,
     "queue.list": list_jobs,
     "queue.get": get,

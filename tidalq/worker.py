@@ -20,6 +20,7 @@ import logging
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from tidalq.errors import (
     LeaseLost,
     StoreUnavailable,
 )
-from tidalq.models import Claim, Failure, JobSpec, LeaseState
+from tidalq.models import Claim, Failure, Job, JobSpec, LeaseState
 from tidalq.pipeline import AlbumFailed, Interrupted, Pipeline, Slots
 from tidalq.store.base import JobStore
 
@@ -182,6 +183,7 @@ class WorkerPool:
         self.store_error: str | None = None
         self.disk_full = False
         self.meter = ByteMeter()
+        self.on_end: Callable[[Job], None] = lambda job: None  # a job this pool finished
         self._wake = asyncio.Event()
         self._beat_now = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -437,14 +439,15 @@ class WorkerPool:
         while True:
             try:
                 if how == "complete":
-                    await self.store.complete(job_id, token, result, tracks)
+                    ended = await self.store.complete(job_id, token, result, tracks)
                 elif how == "release":
                     if tracks is not None:
                         await self.store.report_progress(job_id, token, state.progress, tracks)
-                    await self.store.release(job_id, token)
+                    ended = await self.store.release(job_id, token)
                 else:
                     assert failure is not None
-                    await self.store.fail(job_id, token, failure, tracks)
+                    ended = await self.store.fail(job_id, token, failure, tracks)
+                self.on_end(ended)
                 return
             except (LeaseLost, JobNotFound, IllegalTransition) as exc:
                 log.warning("job %s finished but its lease is gone: %s", job_id, exc)

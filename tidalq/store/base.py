@@ -19,6 +19,7 @@ from tidalq.models import (
     Claim,
     Event,
     Failure,
+    Follow,
     Job,
     JobSpec,
     JobStatus,
@@ -147,6 +148,28 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest delayed retry is due (0 if one is), None if none."""
+
+    # -- follows ------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_follow(self, follow: Follow) -> tuple[Follow, bool]:
+        """Keep a follow; an equal one (same kind and id) is returned instead."""
+
+    @abc.abstractmethod
+    async def list_follows(self) -> list[Follow]: ...
+
+    @abc.abstractmethod
+    async def remove_follow(self, follow_id: str) -> None:
+        """Forget a follow; FollowNotFound when there is none."""
+
+    @abc.abstractmethod
+    async def claim_follow(self, lease_s: float) -> tuple[Follow, str] | None:
+        """The follow whose check is due, leased to the caller: (follow, token). Its next
+        check time becomes the lease's end, so a checker that dies frees it by itself."""
+
+    @abc.abstractmethod
+    async def finish_follow(self, follow: Follow, token: str) -> bool:
+        """Store a checked follow (its outcome and next check); False when the lease was
+        lost (someone else checks it now, or it was removed)."""
 
     # -- events -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -13,11 +13,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Any
 
-from tidalq.errors import AmbiguousJobId, IllegalTransition, JobNotFound
+from tidalq.errors import AmbiguousJobId, FollowNotFound, IllegalTransition, JobNotFound
 from tidalq.models import (
     Claim,
     Event,
     Failure,
+    Follow,
     Job,
     JobSpec,
     JobStatus,
@@ -56,6 +57,7 @@ class MemoryStore(JobStore):
         self._finished: list[tuple[int, str]] = []  # (completed ms, id)
         self._active: set[str] = set()
         self._live: dict[str, str] = {}  # dedupe key -> id
+        self._follows: dict[str, tuple[Follow, int, str]] = {}  # id -> (follow, due, token)
         self._counts: Counter[str] = Counter()
         self._events: deque[Event] = deque(maxlen=rules.EVENT_CAP)
         self._event_seq = 0
@@ -280,6 +282,40 @@ class MemoryStore(JobStore):
         if not self._delayed:
             return None
         return max(0.0, (self._delayed[0][0] - self._clock()) / 1000)
+
+    # -- follows --------------------------------------------------------------------------
+    async def add_follow(self, follow: Follow) -> tuple[Follow, bool]:
+        for known, _, _ in self._follows.values():
+            if known.key == follow.key:
+                return known, False
+        self._follows[follow.id] = (follow, follow.next_check_at, "")
+        return follow, True
+
+    async def list_follows(self) -> list[Follow]:
+        return [Follow.from_json(f.to_json()) for f, _, _ in self._follows.values()]
+
+    async def remove_follow(self, follow_id: str) -> None:
+        if self._follows.pop(follow_id, None) is None:
+            raise FollowNotFound(f"no follow {follow_id}")
+
+    async def claim_follow(self, lease_s: float) -> tuple[Follow, str] | None:
+        now = self._clock()
+        due = [(d, i) for i, (_, d, _) in self._follows.items() if d <= now]
+        if not due:
+            return None
+        follow_id = min(due)[1]
+        follow, _, _ = self._follows[follow_id]
+        token = rules.new_token()
+        self._follows[follow_id] = (follow, now + lease_ms(lease_s), token)
+        return Follow.from_json(follow.to_json()), token
+
+    async def finish_follow(self, follow: Follow, token: str) -> bool:
+        held = self._follows.get(follow.id)
+        if held is None or held[2] != token:
+            return False
+        self._follows[follow.id] = (Follow.from_json(follow.to_json()), follow.next_check_at,
+                                    "")
+        return True
 
     # -- events ---------------------------------------------------------------------------
     async def last_event_id(self) -> str:

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from tidalq.errors import (
     AmbiguousJobId,
+    FollowNotFound,
     IllegalTransition,
     JobNotFound,
     LeaseLost,
@@ -27,6 +28,7 @@ from tidalq.models import (
     Claim,
     Event,
     Failure,
+    Follow,
     Job,
     JobSpec,
     JobStatus,
@@ -88,7 +90,9 @@ class RedisStore(JobStore):
                    "progress": lua.PROGRESS, "finish": lua.FINISH,
                    "finish_and_claim": lua.FINISH_AND_CLAIM, "reap": lua.REAP,
                    "user": lua.USER, "purge": lua.PURGE, "qpause": lua.QUEUE_PAUSE,
-                   "next_due": lua.NEXT_DUE}
+                   "next_due": lua.NEXT_DUE, "follow_add": lua.FOLLOW_ADD,
+                   "follow_remove": lua.FOLLOW_REMOVE, "follow_claim": lua.FOLLOW_CLAIM,
+                   "follow_finish": lua.FOLLOW_FINISH}
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
 
     @classmethod
@@ -286,6 +290,32 @@ class RedisStore(JobStore):
     async def next_due_in(self) -> float | None:
         ms = int(await self._script("next_due"))
         return None if ms < 0 else ms / 1000
+
+    # -- follows --------------------------------------------------------------------------
+    async def add_follow(self, follow: Follow) -> tuple[Follow, bool]:
+        answer = await self._script("follow_add", follow.id, follow.key,
+                                    json.dumps(follow.to_json()), follow.next_check_at)
+        return Follow.from_json(json.loads(answer[1])), bool(int(answer[0]))
+
+    async def list_follows(self) -> list[Follow]:
+        docs = await self._guard(self._r.hvals(f"{self.prefix}:follows"))
+        return sorted((Follow.from_json(json.loads(d)) for d in docs), key=lambda f: f.key)
+
+    async def remove_follow(self, follow_id: str) -> None:
+        if not int(await self._script("follow_remove", follow_id)):
+            raise FollowNotFound(f"no follow {follow_id}")
+
+    async def claim_follow(self, lease_s: float) -> tuple[Follow, str] | None:
+        token = rules.new_token()
+        answer = await self._script("follow_claim", lease_ms(lease_s), token)
+        if not answer:
+            return None
+        return Follow.from_json(json.loads(answer)), token
+
+    async def finish_follow(self, follow: Follow, token: str) -> bool:
+        return bool(int(await self._script("follow_finish", follow.id, token,
+                                           json.dumps(follow.to_json()),
+                                           follow.next_check_at)))
 
     # -- events ---------------------------------------------------------------------------
     @staticmethod

@@ -330,3 +330,50 @@ local first = redis.call('ZRANGE', P .. ':delayed', 0, 0, 'WITHSCORES')
 if #first == 0 then return -1 end
 return math.max(0, tonumber(first[2]) - now_ms())
 """
+
+# Follows: P:follows (id -> doc, opaque JSON), P:follows:key (kind:ref -> id),
+# P:follows:due (zset id -> next check or lease end), P:follows:token (id -> token).
+FOLLOW_ADD = PRELUDE + r"""
+local id, key, doc, due = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local existing = redis.call('HGET', P .. ':follows:key', key)
+if existing then return {0, redis.call('HGET', P .. ':follows', existing)} end
+redis.call('HSET', P .. ':follows', id, doc)
+redis.call('HSET', P .. ':follows:key', key, id)
+redis.call('ZADD', P .. ':follows:due', due, id)
+return {1, doc}
+"""
+
+FOLLOW_REMOVE = PRELUDE + r"""
+local id = ARGV[1]
+local doc = redis.call('HGET', P .. ':follows', id)
+if not doc then return 0 end
+local keys = redis.call('HGETALL', P .. ':follows:key')
+for i = 1, #keys, 2 do
+  if keys[i + 1] == id then redis.call('HDEL', P .. ':follows:key', keys[i]) end
+end
+redis.call('HDEL', P .. ':follows', id)
+redis.call('HDEL', P .. ':follows:token', id)
+redis.call('ZREM', P .. ':follows:due', id)
+return 1
+"""
+
+FOLLOW_CLAIM = PRELUDE + r"""
+local lease, token = tonumber(ARGV[1]), ARGV[2]
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', P .. ':follows:due', '-inf', now, 'LIMIT', 0, 1)
+if #due == 0 then return false end
+local id = due[1]
+redis.call('ZADD', P .. ':follows:due', now + lease, id)
+redis.call('HSET', P .. ':follows:token', id, token)
+return redis.call('HGET', P .. ':follows', id)
+"""
+
+FOLLOW_FINISH = PRELUDE + r"""
+local id, token, doc, due = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('HGET', P .. ':follows:token', id) ~= token then return 0 end
+if not redis.call('HGET', P .. ':follows', id) then return 0 end
+redis.call('HSET', P .. ':follows', id, doc)
+redis.call('HDEL', P .. ':follows:token', id)
+redis.call('ZADD', P .. ':follows:due', due, id)
+return 1
+"""

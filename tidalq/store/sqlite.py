@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from tidalq.errors import (
     AmbiguousJobId,
+    FollowNotFound,
     IllegalTransition,
     JobNotFound,
     StoreUnavailable,
@@ -34,6 +35,7 @@ from tidalq.models import (
     Claim,
     Event,
     Failure,
+    Follow,
     Job,
     JobSpec,
     JobStatus,
@@ -90,6 +92,8 @@ INSERT INTO meta VALUES ('schema_version', '1'), ('queue_paused', '0');
 MIGRATIONS: list[str] = [
     SCHEMA_V1,
     "ALTER TABLE jobs ADD COLUMN worker TEXT;",
+    "CREATE TABLE follows (id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, doc TEXT NOT NULL,"
+    " due_at INTEGER NOT NULL, token TEXT NOT NULL DEFAULT '');",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 30_000
@@ -491,6 +495,57 @@ class SqliteStore(JobStore):
         if row is None or row[0] is None:
             return None
         return max(0.0, (int(row[0]) - now_ms()) / 1000)
+
+    # -- follows --------------------------------------------------------------------------
+    async def add_follow(self, follow: Follow) -> tuple[Follow, bool]:
+        def fn(conn: sqlite3.Connection) -> tuple[Follow, bool]:
+            row = conn.execute("SELECT doc FROM follows WHERE key=?", (follow.key,)).fetchone()
+            if row is not None:
+                return Follow.from_json(json.loads(row[0])), False
+            conn.execute("INSERT INTO follows (id, key, doc, due_at) VALUES (?,?,?,?)",
+                         (follow.id, follow.key, json.dumps(follow.to_json()),
+                          follow.next_check_at))
+            return follow, True
+
+        return await self._write(fn)
+
+    async def list_follows(self) -> list[Follow]:
+        def fn() -> list[Follow]:
+            rows = self._conn.execute("SELECT doc FROM follows ORDER BY key").fetchall()
+            return [Follow.from_json(json.loads(r[0])) for r in rows]
+
+        return await self._run(fn)
+
+    async def remove_follow(self, follow_id: str) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM follows WHERE id=?", (follow_id,)).rowcount == 0:
+                raise FollowNotFound(f"no follow {follow_id}")
+
+        await self._write(fn)
+
+    async def claim_follow(self, lease_s: float) -> tuple[Follow, str] | None:
+        ms, token = lease_ms(lease_s), rules.new_token()
+
+        def fn(conn: sqlite3.Connection) -> tuple[Follow, str] | None:
+            now = now_ms()
+            row = conn.execute("SELECT id, doc FROM follows WHERE due_at <= ? "
+                               "ORDER BY due_at LIMIT 1", (now,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE follows SET due_at=?, token=? WHERE id=?",
+                         (now + ms, token, row[0]))
+            return Follow.from_json(json.loads(row[1])), token
+
+        return await self._write(fn)
+
+    async def finish_follow(self, follow: Follow, token: str) -> bool:
+        def fn(conn: sqlite3.Connection) -> bool:
+            done = conn.execute("UPDATE follows SET doc=?, due_at=?, token='' WHERE id=? "
+                                "AND token=?", (json.dumps(follow.to_json()),
+                                                follow.next_check_at, follow.id, token))
+            return done.rowcount == 1
+
+        return await self._write(fn)
 
     # -- events ---------------------------------------------------------------------------
     async def last_event_id(self) -> str:

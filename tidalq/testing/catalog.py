@@ -160,6 +160,16 @@ class Catalog:
         self.artists[77] = FakeArtist(77, "Test Artist", {
             "ALBUMS": [100, 110, 200], "EPSANDSINGLES": [], "COMPILATIONS": []})
 
+    # -- changes while a daemon runs (follow tests) -----------------------------------------
+    def new_release(self, artist_id: int, listing: str, album_id: int, kind: str = "EP") -> None:
+        """An artist releases something new: one track, listed in ``listing``."""
+        artist = self.artists[artist_id]
+        owner = {"id": artist.id, "name": artist.name, "type": "MAIN"}
+        self._add(FakeAlbum(album_id, f"New Release {album_id}", [
+            FakeTrack(album_id * 100 + 1, f"New Song {album_id}", album_id, 1,
+                      artists=[owner])], artist=owner, kind=kind))
+        artist.listings[listing].insert(0, album_id)
+
     # -- JSON shapes ------------------------------------------------------------------------
     def album_json(self, album: FakeAlbum) -> dict[str, Any]:
         return {
