@@ -210,12 +210,14 @@ def _ref(kind: str, text: str, item: str) -> int | str:
 @click.option("--include", metavar="KINDS",
               help="Artists: albums,eps,singles,compilations,appears-on or all "
                    "(default albums,eps,singles).")
+@click.option("--mb-release", metavar="MBID",
+              help="The MusicBrainz release these tracks are on: its ids go into the tags.")
 @json_option
 @pass_app
 @handles_errors
 def add(app: App, items: tuple[str, ...], quality: str | None, min_quality: str | None,
         priority: str, max_attempts: int | None, force: bool, include: str | None,
-        as_json: bool) -> None:
+        mb_release: str | None, as_json: bool) -> None:
     """Submit tracks, albums, playlists, mixes or artists; prints one job id per line."""
     jobs = []
     for kind, tidal_id in parse_targets(items):

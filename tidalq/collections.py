@@ -175,7 +175,7 @@ class CollectionRunner:
         spec = job.spec
         async with self.pipeline.editions.track(meta, spec.quality.extension) as edition:
             request = TrackRequest(meta, spec.quality, spec.min_quality, attempt, edition,
-                                   spec.force, spec.musicbrainz_release)
+                                   spec.force)
             return await self.pipeline.track(request, on_progress)
 
     async def _as_on_its_album(self, listed: TrackMeta) -> TrackMeta:

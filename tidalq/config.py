@@ -52,6 +52,9 @@ ENV_KEYS: dict[str, str] = {
     "follow_interval": "TIDALQ_FOLLOW_INTERVAL",
     "webhook_url": "TIDALQ_WEBHOOK_URL",
     "notify_urls": "TIDALQ_NOTIFY_URLS",
+    "musicbrainz": "TIDALQ_MUSICBRAINZ",
+    "musicbrainz_url": "TIDALQ_MUSICBRAINZ_URL",
+    "musicbrainz_contact": "TIDALQ_MUSICBRAINZ_CONTACT",
     "http_allowed_hosts": "TIDALQ_HTTP_ALLOWED_HOSTS",
 }
 
@@ -88,6 +91,9 @@ class Settings:
     hook_timeout: float = 60.0
     webhook_url: str | None = None
     notify_urls: tuple[str, ...] = field(default=(), repr=False)  # may hold credentials
+    musicbrainz: str = "off"  # "auto": every job finds its release (as the web app asks)
+    musicbrainz_url: str = "https://musicbrainz.org"
+    musicbrainz_contact: str = "tidalq user"  # MusicBrainz asks for a way to reach you
     http_allowed_hosts: tuple[str, ...] = ()
     config_file: Path | None = None
 
@@ -164,6 +170,12 @@ def _span(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}", key)
+    return str(value)
 
 
 def _argv(value: Any, key: str) -> tuple[str, ...]:
@@ -264,6 +276,8 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "follow_interval": parse_duration, "hook_timeout": parse_duration,
     "on_complete": _argv, "on_fail": _argv,
     "webhook_url": _url, "notify_urls": _notify_urls,
+    "musicbrainz": lambda v, k: _choice(v, k, ("off", "auto")), "musicbrainz_url": _url,
+    "musicbrainz_contact": _text,
 }
 
 

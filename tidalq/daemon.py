@@ -40,6 +40,7 @@ from tidalq.server import ControlServer, bind_socket, inherited_socket
 from tidalq.store import open_store
 from tidalq.store.base import JobStore
 from tidalq.upstream.api import UpstreamClient
+from tidalq.upstream.musicbrainz import MusicBrainz
 from tidalq.upstream.netguard import AddressPolicy
 from tidalq.worker import WorkerPool
 
@@ -183,7 +184,7 @@ class Daemon:
         if not (s.workers and s.api_urls):
             self.pool.claiming = False
             return None
-        policy = AddressPolicy([*s.api_urls, s.cover_url])
+        policy = AddressPolicy([*s.api_urls, s.cover_url, s.musicbrainz_url])
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.max_concurrent * 4 + 8,
                                            resolver=policy.resolver()),
@@ -191,7 +192,9 @@ class Daemon:
             headers={"User-Agent": f"tidalq/{__version__}"})
         upstream = UpstreamClient(self.session, s.api_urls, s.cover_url)
         fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add)
-        self.pool.pipeline = Pipeline(s, upstream, fetcher, slots, instance.staging_dir)
+        musicbrainz = MusicBrainz(self.session, s.musicbrainz_url, s.musicbrainz_contact)
+        self.pool.pipeline = Pipeline(s, upstream, fetcher, slots, instance.staging_dir,
+                                      musicbrainz)
         return self.pool.pipeline
 
     async def start_http(self, ctx: Context) -> None:

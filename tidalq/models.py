@@ -138,6 +138,15 @@ class JobSpec:
         return out
 
     @property
+    def wants_musicbrainz(self) -> bool:
+        return self.musicbrainz_release is not None or \
+            self.extra.get("experimentalMusicBrainzTagging") is True
+
+    @property
+    def strict_musicbrainz(self) -> bool:
+        return self.extra.get("strictMusicBrainzMatching") is True
+
+    @property
     def musicbrainz_release(self) -> str | None:
         value = self.extra.get("musicBrainzReleaseId")
         return value if isinstance(value, str) and value else None
@@ -246,6 +255,7 @@ CLIENT_FIELDS: dict[str, type] = {
     "trackNumber": int, "trackCount": int, "coverUrl": str, "musicBrainzReleaseId": str,
     "experimentalMusicBrainzTagging": bool, "strictMusicBrainzMatching": bool,
     "targetArtistDir": str, "targetAlbumDir": str, "targetFilenameHint": str,
+    "musicBrainzMatch": str,  # set by tidalq: what it matched and how
 }
 
 

@@ -39,6 +39,7 @@ from tidalq.media.fetch import Fetcher
 from tidalq.models import AlbumMeta, Job, Quality, TrackMeta
 from tidalq.upstream.api import UpstreamClient, read_capped
 from tidalq.upstream.manifest import DashStream, Served
+from tidalq.upstream.musicbrainz import MusicBrainz
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class TrackRequest:
     attempt: Attempt
     edition: bool = False  # the album folder carries the album id (another edition is there)
     force: bool = False  # replace what the library has (the job's forceOverwrite)
-    musicbrainz_release: str | None = None  # the job's musicBrainzReleaseId
+    musicbrainz: dict[str, list[str]] | None = None  # this track's MusicBrainz tags
 
 
 class Slots(asyncio.Semaphore):
@@ -186,10 +187,12 @@ class Pipeline:
 
     def __init__(self, settings: Settings, upstream: UpstreamClient, fetcher: Fetcher,
                  slots: Slots | asyncio.Semaphore | None = None,
-                 staging_dir: Path | None = None) -> None:
+                 staging_dir: Path | None = None, musicbrainz: MusicBrainz | None = None
+                 ) -> None:
         self.settings = settings
         self.staging_dir = staging_dir or settings.staging_dir
         self.editions = Editions(settings.download_dir, settings.path_template)
+        self.musicbrainz = musicbrainz
         self.upstream = upstream
         self.fetcher = fetcher
         self.slots = slots
@@ -207,9 +210,10 @@ class Pipeline:
         def on_progress(fraction: float) -> None:
             report(fraction, None, False)
 
+        mb = await self._musicbrainz_of_track(job, meta, attempt)
         async with self.editions.track(meta, job.spec.quality.extension) as edition:
             request = TrackRequest(meta, job.spec.quality, job.spec.min_quality, attempt,
-                                   edition, job.spec.force, job.spec.musicbrainz_release)
+                                   edition, job.spec.force, mb)
             return await self.track(request, on_progress)
 
     async def run_album_job(self, job: Job, report: Report,
@@ -222,10 +226,11 @@ class Pipeline:
         report(self._album_fraction(album, entries), list(entries.values()), True)
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
         earlier = [e.get("path") for e in entries.values()]
+        mb = await self._musicbrainz_of_album(job, album, attempt)
         async with self.editions.album(album, job.spec.quality.extension, earlier) as edition:
             await self.run_lanes(todo, attempt.pausing, lambda t: self._album_track(
                 TrackRequest(t, job.spec.quality, job.spec.min_quality, attempt, edition,
-                             job.spec.force, job.spec.musicbrainz_release),
+                             job.spec.force, mb.get(t.id)),
                 album, entries, report))
         tracks = [entries[t.id] for t in album.tracks]
         if (self.draining or attempt.pausing()) and any(e["status"] == "queued" for e in tracks):
@@ -244,6 +249,36 @@ class Pipeline:
                               f"{failed[0].get('error')}", failed[0].get("failureCode") or
                               "INTERNAL", retryable, tracks)
         return tracks
+
+    # -- MusicBrainz ------------------------------------------------------------------------
+    async def _musicbrainz_of_album(self, job: Job, album: AlbumMeta, attempt: Attempt
+                                    ) -> dict[int, dict[str, list[str]]]:
+        """MusicBrainz tags per track id, when the job asks (or the config does). A given
+        release id is written even when MusicBrainz cannot be asked: the user chose it."""
+        spec = job.spec
+        given = spec.musicbrainz_release
+        if not (spec.wants_musicbrainz or self.settings.musicbrainz == "auto"):
+            return {}
+        fallback = {t.id: {"MUSICBRAINZ_ALBUMID": [given]} for t in album.tracks} \
+            if given else {}
+        if self.musicbrainz is None:
+            return fallback
+        match, why = await self.musicbrainz.match(album, given, spec.strict_musicbrainz)
+        attempt.learned({"musicBrainzMatch": why[:1000],
+                         **({"musicBrainzReleaseId": match.release_id} if match else {})})
+        return match.tags if match is not None else fallback
+
+    async def _musicbrainz_of_track(self, job: Job, meta: TrackMeta, attempt: Attempt
+                                    ) -> dict[str, list[str]] | None:
+        if meta.album_id is None or not (job.spec.wants_musicbrainz
+                                         or self.settings.musicbrainz == "auto"):
+            return None
+        try:
+            album = await self.upstream.album(meta.album_id)
+        except DownloadError as exc:
+            log.warning("track %s: no album listing for MusicBrainz: %s", meta.id, exc)
+            return None
+        return (await self._musicbrainz_of_album(job, album, attempt)).get(meta.id)
 
     # -- albums ------------------------------------------------------------------------------
     @staticmethod
@@ -450,7 +485,7 @@ class Pipeline:
             extras = await asyncio.gather(self.cover(req.meta), self.upstream.lyrics(req.meta.id))
             cover, lyrics = extras
             data = tags.TagData(req.meta, served.quality.value, served.replay_gain, cover,
-                                lyrics.text if lyrics else None, req.musicbrainz_release)
+                                lyrics.text if lyrics else None, req.musicbrainz)
             await asyncio.to_thread(tags.write_tags, staging, data)
             facts = await verify.verify(staging, req.meta.duration_s)
             if await self._same_audio(req, target, facts):

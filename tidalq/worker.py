@@ -438,6 +438,10 @@ class WorkerPool:
         delay = 0.5
         while True:
             try:
+                if state.titles:  # learned since the last beat: stored before the end
+                    await self.store.report_progress(job_id, token, state.progress, None,
+                                                     state.titles)
+                    state.titles = None
                 if how == "complete":
                     ended = await self.store.complete(job_id, token, result, tracks)
                 elif how == "release":

@@ -28,11 +28,20 @@ class TagData:
     replay_gain: dict[str, float]
     cover: bytes | None
     lyrics: str | None
-    musicbrainz_album_id: str | None = None  # the release the user (or web app) chose
+    musicbrainz: dict[str, list[str]] | None = None  # Picard's names (mbmatch)
 
 
 # Picard's names for MusicBrainz tags in MP4 freeform atoms (Vorbis comments use the keys)
-MP4_FREEFORM_NAMES = {"MUSICBRAINZ_ALBUMID": "MusicBrainz Album Id"}
+MP4_FREEFORM_NAMES = {
+    "MUSICBRAINZ_ALBUMID": "MusicBrainz Album Id",
+    "MUSICBRAINZ_RELEASEGROUPID": "MusicBrainz Release Group Id",
+    "MUSICBRAINZ_TRACKID": "MusicBrainz Track Id",
+    "MUSICBRAINZ_RELEASETRACKID": "MusicBrainz Release Track Id",
+    "MUSICBRAINZ_ARTISTID": "MusicBrainz Artist Id",
+    "MUSICBRAINZ_ALBUMARTISTID": "MusicBrainz Album Artist Id",
+    "RELEASETYPE": "MusicBrainz Album Type",
+    "RELEASECOUNTRY": "MusicBrainz Album Release Country",
+}
 
 
 def _fields(data: TagData) -> dict[str, list[str]]:
@@ -48,7 +57,6 @@ def _fields(data: TagData) -> dict[str, list[str]]:
         "ISRC": t.isrc, "BARCODE": t.upc, "COPYRIGHT": t.copyright, "TIDAL_ALBUM_ID": t.album_id,
         "TIDAL_ARTIST_ID": t.artists[0].id if t.artists else None,
         "EXPLICIT": "1" if t.explicit else None, "LYRICS": data.lyrics,
-        "MUSICBRAINZ_ALBUMID": data.musicbrainz_album_id,
     }
     gains = {"REPLAYGAIN_TRACK_GAIN": ("trackReplayGain", " dB"),
              "REPLAYGAIN_TRACK_PEAK": ("trackPeakAmplitude", ""),
@@ -58,6 +66,7 @@ def _fields(data: TagData) -> dict[str, list[str]]:
         if key in data.replay_gain:
             optional[tag] = f"{data.replay_gain[key]:.2f}{unit}"
     out.update({k: [str(v)] for k, v in optional.items() if v not in (None, "")})
+    out.update(data.musicbrainz or {})
     return out
 
 

@@ -33,7 +33,8 @@ MAX_LIST = 10_000
 
 TrackProgress = list[dict[str, Any]]
 Titles = dict[str, str]  # what the daemon learned: artistName, albumTitle, trackTitle
-TITLE_KEYS = ("artistName", "albumTitle", "trackTitle")
+TITLE_KEYS = ("artistName", "albumTitle", "trackTitle", "musicBrainzReleaseId",
+              "musicBrainzMatch")
 ANNOTATIONS = ("musicBrainzReleaseId",)
 
 
