@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -21,10 +20,16 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from tidalq import __version__, render
+from tidalq import __version__, links, render
 from tidalq.client import DaemonClient
 from tidalq.config import Settings, default_socket, load_settings
-from tidalq.errors import ConfigError, DaemonUnreachable, RpcError, TidalqError
+from tidalq.errors import (
+    ConfigError,
+    DaemonUnreachable,
+    InvalidInput,
+    RpcError,
+    TidalqError,
+)
 from tidalq.models import JobStatus, Priority, Quality
 from tidalq.protocol import ErrorCode
 
@@ -38,11 +43,6 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 QUALITIES = click.Choice([q.value for q in Quality], case_sensitive=False)
 PRIORITIES = click.Choice([p.value for p in Priority], case_sensitive=False)
 STATUSES = click.Choice([s.value for s in JobStatus], case_sensitive=False)
-# a TIDAL link, with or without its scheme (as pasted from a share sheet or a chat)
-URL_ID = re.compile(r"(?:https?://)?(?:www\.|listen\.)?tidal\.com/(?:browse/)?"
-                    r"(?:album/\d+/)?(track|album|video|playlist|mix|artist)/([0-9A-Za-z-]+)",
-                    re.IGNORECASE)
-KINDS = ("track", "album", "playlist", "mix", "artist")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -166,7 +166,7 @@ def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int | str]]:
     """``[TYPE] ID_OR_URL...`` → [(type, id)]; click.UsageError when unclear."""
     kind: str | None = None
     rest = list(items)
-    if rest and rest[0].lower() in KINDS:
+    if rest and rest[0].lower() in links.KINDS:
         kind = rest.pop(0).lower()
     if not rest:
         raise click.UsageError("name at least one id or TIDAL link")
@@ -174,28 +174,10 @@ def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int | str]]:
 
 
 def _target(item: str, kind: str | None) -> tuple[str, int | str]:
-    match = URL_ID.match(item.strip())
-    if match:
-        linked = match.group(1).lower()
-        if linked == "video":
-            raise click.UsageError(f"{item}: videos are not supported")
-        if kind is not None and kind != linked:
-            raise click.UsageError(f"{item} is a {linked} link, not a {kind}: drop the word "
-                                   f"{kind!r} or use `tidalq add {linked} …`")
-        return linked, _ref(linked, match.group(2), item)
-    if kind is None:
-        raise click.UsageError(f"{item}: say what it is (tidalq add track|album|playlist|mix|"
-                               f"artist {item}), or paste a TIDAL link")
-    return kind, _ref(kind, item, item)
-
-
-def _ref(kind: str, text: str, item: str) -> int | str:
-    """The id as the job wants it: a number, a playlist's UUID or a mix's id."""
-    if kind in ("playlist", "mix"):
-        return text.lower() if kind == "playlist" else text
-    if text.isascii() and text.isdigit() and 0 < int(text) < 2**53:
-        return int(text)
-    raise click.UsageError(f"{item!r} is neither a TIDAL {kind} id nor a TIDAL link")
+    try:
+        return links.parse(item, kind)
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()

@@ -14,15 +14,19 @@ CORS headers unless their origin is listed in ``http_cors_origins``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
+from tidalq import links
 from tidalq.errors import (
     AmbiguousJobId,
     ConfigError,
@@ -33,7 +37,7 @@ from tidalq.errors import (
     StoreUnavailable,
 )
 from tidalq.jsontext import BadJson, loads_strict
-from tidalq.models import Job, JobStatus, now_ms, parse_status
+from tidalq.models import ID_FIELDS, Job, JobStatus, now_ms, parse_status
 from tidalq.rpc import (
     METHOD_TABLE,
     Context,
@@ -81,6 +85,7 @@ class HttpApi:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.closing = False  # ends the event streams
         self.allowed_hosts: set[str] = set()
         self.runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=MAX_BODY_BYTES,
@@ -94,6 +99,11 @@ class HttpApi:
         r.add_get(BASE + "/{job_id}", self.get_job)
         r.add_patch(BASE + "/{job_id}", self.patch_job)
         r.add_delete(BASE + "/{job_id}", self.delete_job)
+        r.add_get("/", self.page)
+        r.add_get("/static/{name}", self.static)
+        r.add_get("/favicon.ico", _no_icon)
+        r.add_get("/api/events", self.events)
+        r.add_post("/api/add", self.add_link)
         r.add_get("/api/follows", self.list_follows)
         r.add_post("/api/follows", self.add_follow)
         r.add_delete("/api/follows/{follow_id}", self.remove_follow)
@@ -111,6 +121,7 @@ class HttpApi:
         log.info("HTTP API on http://%s/api/download-queue", listen)
 
     async def close(self) -> None:
+        self.closing = True
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -161,8 +172,10 @@ class HttpApi:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.ctx.settings.http_token
-        if token:
+        if token and not _public(request):
             given = request.headers.get("Authorization", "")
+            if request.path == "/api/events" and "token" in request.query:
+                given = f"Bearer {request.query['token']}"  # EventSource sends no headers
             expected = f"Bearer {token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return _fail(401, "missing or wrong bearer token")
@@ -338,6 +351,87 @@ class HttpApi:
         follow_id = request.match_info["follow_id"]
         answer = await follow_remove(self.ctx, {"id": follow_id})
         return web.json_response({"success": True, **answer})
+
+
+    # -- the page and its live feed --------------------------------------------------------
+    async def page(self, request: web.Request) -> web.Response:
+        return _asset("index.html")
+
+    async def static(self, request: web.Request) -> web.Response:
+        return _asset(request.match_info["name"])
+
+    async def add_link(self, request: web.Request) -> web.Response:
+        """What the page's field sends: any TIDAL link, and a quality."""
+        body = await self._json_body(request)
+        link = body.get("link")
+        if not isinstance(link, str) or not link.strip():
+            raise InvalidInput("link must be a TIDAL link", "link")
+        kind, ref = links.parse(link)
+        job: dict[str, Any] = {"type": kind, ID_FIELDS[kind]: ref}
+        if body.get("quality"):
+            job["quality"] = body["quality"]
+        out = await submit(self.ctx, {"job": job})
+        return web.json_response({"success": True, "jobId": out["jobIds"][0],
+                                  "created": out["created"][0]})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: the job events `tidalq watch` reads, resumable with
+        ``Last-Event-ID`` (or ``?after=``); a comment every 15 s keeps proxies open."""
+        store = self.ctx.store
+        after = request.headers.get("Last-Event-ID") or request.query.get("after")
+        if after is not None and (len(after) > 64 or not after.replace("-", "").isalnum()):
+            raise InvalidInput("Last-Event-ID is not an event id", "Last-Event-ID")
+        cursor = after or await store.last_event_id()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        await response.write(b": tidalq events\n\n")
+        quiet_s = 0.0
+        while not self.closing:  # checked each second: a stopping daemon ends the stream
+            try:
+                batch = await store.wait_events(cursor, 1.0)
+            except StoreUnavailable:
+                batch = []
+                await asyncio.sleep(1)
+            quiet_s = 0.0 if batch else quiet_s + 1.0
+            chunk = b"".join(
+                f"id: {e.id}\nevent: job\ndata: {json.dumps(e.to_json())}\n\n".encode()
+                for e in batch)
+            if quiet_s >= SSE_KEEPALIVE_S:
+                chunk, quiet_s = b": keep-alive\n\n", 0.0
+            if batch:
+                cursor = batch[-1].id
+            try:
+                if chunk:
+                    await response.write(chunk)
+            except ConnectionError:
+                break
+        return response
+
+
+SSE_KEEPALIVE_S = 15.0
+WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript",
+             "style.css": "text/css"}
+
+
+async def _no_icon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+def _public(request: web.Request) -> bool:
+    """The page and its files hold no data: a browser loads them before it has a token."""
+    return request.method == "GET" and (request.path in ("/", "/favicon.ico") or
+                                        request.path.startswith("/static/"))
+
+
+def _asset(name: str) -> web.Response:
+    if name not in WEB_FILES:
+        raise web.HTTPNotFound(reason="no such file")
+    body = resources.files("tidalq.web").joinpath(name).read_bytes()
+    return web.Response(body=body, content_type=WEB_FILES[name], charset="utf-8",
+                        headers={"Cache-Control": "no-cache",
+                                 "Content-Security-Policy":
+                                     "default-src 'self'; style-src 'self'; script-src 'self'"})
 
 
 JOB_ACTIONS = {"cancel": "Cancellation requested", "pause": "Pause requested",

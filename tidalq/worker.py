@@ -485,8 +485,11 @@ class WorkerPool:
                     except TimeoutError:
                         self._store_down(StoreUnavailable("the store did not answer a renewal"))
             self._beat_now.clear()
+            # finer than the margin a lease keeps: a deadline is never overshot by a beat
+            margin = self.settings.lease * (1 - LOCAL_LEASE_FRACTION)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(), min(0.5, self.settings.lease / 3))
+                await asyncio.wait_for(self._beat_now.wait(),
+                                       min(0.5, self.settings.lease / 3, margin / 2))
 
     async def _beat(self, state: ActiveJob) -> None:
         job_id, token = state.job_id, state.claim.token

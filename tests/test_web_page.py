@@ -1,0 +1,117 @@
+"""The daemon's own page in a real browser (Debian's chromium, driven by Playwright): add
+by link and watch it complete without reloading, a failure's message, cancel, retry and
+remove, no console errors, and no sideways scrolling at a phone's 390 px. Screenshots
+at 1280 and 390 px are kept in tests/artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+
+from tests.test_daemon import start
+from tidalq.daemon import Daemon
+from tidalq.testing.fakeapi import RunningFake
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture
+async def served(tmp_path: Path, fake: RunningFake) -> AsyncIterator[tuple[Daemon, str]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = await start(tmp_path, fake, http_listen=f"127.0.0.1:{port}")
+    yield daemon, f"http://127.0.0.1:{port}"
+    await daemon.shutdown()
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[tuple[Page, list[str]]]:
+    browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser_path, "chromium is not installed; run scripts/test"
+    errors: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=browser_path,
+                                           args=["--no-sandbox"])
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield page, errors
+        await browser.close()
+
+
+async def add(page: Page, link: str) -> None:
+    await page.get_by_label("TIDAL link").fill(link)
+    await page.get_by_role("button", name="Add", exact=True).click()
+    await expect(page.locator("#message")).to_contain_text("added")
+
+
+async def test_the_page_runs_a_download_and_every_button(
+        served: tuple[Daemon, str], page: tuple[Page, list[str]], fake: RunningFake) -> None:
+    _, url = served
+    browser, errors = page
+    ARTIFACTS.mkdir(exist_ok=True)
+    await browser.goto(url + "/")
+    await expect(browser.locator("#counts")).to_contain_text("queued")
+    # paste a link: it shows up and completes, live, without a reload
+    await add(browser, "https://tidal.com/browse/album/100")
+    done = browser.locator('#history li[data-status="completed"]')
+    await expect(done).to_contain_text("Test Artist – First Light", timeout=30_000)
+    # a failure shows its message; retry brings it back (and it fails again)
+    await add(browser, "tidal.com/browse/track/5001")
+    failed = browser.locator('#history li[data-status="failed"]')
+    await expect(failed).to_contain_text("preview", timeout=30_000)
+    await failed.get_by_role("button", name="Retry").click()
+    await expect(browser.locator("#message")).to_contain_text("Retry")
+    await expect(failed).to_contain_text("preview", timeout=30_000)
+    # a slow album: cancel it while it runs, then remove it
+    fake.faults.throttle_bps = 50_000
+    await add(browser, "https://listen.tidal.com/album/200")
+    running = browser.locator("#running li.job")
+    await expect(running).to_contain_text("Double Vision", timeout=30_000)
+    await browser.screenshot(path=str(ARTIFACTS / "page-1280.png"), full_page=True)
+    await running.get_by_role("button", name="Cancel").click()
+    cancelled = browser.locator('#history li[data-status="cancelled"]')
+    await expect(cancelled).to_contain_text("Double Vision", timeout=15_000)
+    await cancelled.get_by_role("button", name="Remove").click()
+    await expect(browser.locator("#history")).not_to_contain_text("Double Vision",
+                                                                  timeout=15_000)
+    fake.faults.throttle_bps = None
+    # a phone: nothing scrolls sideways
+    await browser.set_viewport_size({"width": 390, "height": 844})
+    await browser.reload()
+    await expect(browser.locator("#history")).to_contain_text("First Light")
+    width = await browser.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    await browser.screenshot(path=str(ARTIFACTS / "page-390.png"), full_page=True)
+    assert errors == []
+
+
+async def test_the_event_stream_resumes_from_last_event_id(
+        served: tuple[Daemon, str]) -> None:
+    daemon, url = served
+    store = daemon.store
+    assert store is not None
+    start_id = await store.last_event_id()
+    await store.set_queue_paused(True)
+    from tidalq.models import JobSpec
+
+    job, _ = await store.submit(JobSpec("track", 1001))
+    lines: list[str] = []
+    async with aiohttp.ClientSession() as http, http.get(
+            url + "/api/events", headers={"Last-Event-ID": start_id}) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        async for raw in resp.content:
+            lines.append(raw.decode().strip())
+            if any(job.id in line for line in lines):
+                break
+    data = next(line for line in lines if job.id in line)
+    event: Any = __import__("json").loads(data.removeprefix("data: "))
+    assert event["type"] == "submitted" and any(line.startswith("id: ") for line in lines)
