@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.helpers import DaemonProcess, FakeProcess, RedisServer
@@ -52,6 +53,13 @@ async def store(backend: str, tmp_path: Path,
     s = await make_store(backend, tmp_path, server)
     yield s
     await s.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client session for tests that drive the pipeline directly."""
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

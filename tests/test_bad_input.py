@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import repo_root, subprocess_env
+from tests.helpers import free_port, repo_root, subprocess_env
 from tests.test_daemon import raw, rpc, start, wait_status
 from tests.test_pipeline import audio_files, job, make_pipeline, no_report
 from tidalq.config import load_settings
@@ -180,11 +180,7 @@ def test_markup_in_titles_and_errors_is_printed_literally(make_daemon: Any) -> N
 
 
 async def test_http_odd_digits_are_bad_requests(tmp_path: Path, fake: RunningFake) -> None:
-    import socket as socketlib
-
-    with socketlib.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     daemon = await start(tmp_path, fake, http_listen=f"127.0.0.1:{port}", workers=False)
     base = f"http://127.0.0.1:{port}/api/download-queue"
     try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -205,12 +204,6 @@ def test_a_refused_second_daemon_touches_nothing(
 
 
 # -- editions -----------------------------------------------------------------------------
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
 
 async def test_two_editions_of_an_album_keep_their_own_files(
         session: aiohttp.ClientSession, fake: RunningFake, tmp_path: Path) -> None:

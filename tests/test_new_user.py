@@ -8,12 +8,10 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from mutagen.flac import FLAC
 from mutagen.mp4 import MP4
 
@@ -23,13 +21,6 @@ from tidalq.media.paths import relative_path
 from tidalq.models import Artist, Quality, TrackMeta
 from tidalq.testing.fakeapi import RunningFake
 from tidalq.upstream.api import per_disc_totals
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
 
 # -- the library ----------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,6 @@ def make_pipeline(session: aiohttp.ClientSession, fake: RunningFake, library: Pa
     up = UpstreamClient(session, settings.api_urls, settings.cover_url, read_timeout_s=5)
     return Pipeline(settings, up, Fetcher(session, read_timeout_s=read_timeout_s),
                     asyncio.Semaphore(settings.max_concurrent - 1))
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def no_report(progress: float, tracks: object, force: bool) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import repo_root, subprocess_env
+from tests.helpers import free_port, repo_root, subprocess_env
 from tests.test_daemon import rpc, start, wait_status
 from tidalq.daemon import Daemon
 from tidalq.errors import ManifestError
@@ -68,9 +68,7 @@ def test_the_cli_talks_to_no_socket_of_another_user_at_the_default_path(tmp_path
 
 @pytest.fixture
 async def http_daemon(tmp_path: Path, fake: RunningFake) -> AsyncIterator[tuple[Daemon, str]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     d = await start(tmp_path, fake, http_listen=f"127.0.0.1:{port}",
                     http_allowed_hosts=["music.example.org"])
     yield d, f"http://127.0.0.1:{port}"

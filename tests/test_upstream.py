@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,12 +20,6 @@ from tidalq.models import Quality
 from tidalq.testing.fakeapi import RunningFake
 from tidalq.upstream.api import UpstreamClient, parse_retry_after
 from tidalq.upstream.manifest import DashStream, DirectStream
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def client(session: aiohttp.ClientSession, *fakes: RunningFake, **kw: float) -> UpstreamClient:

@@ -4,7 +4,6 @@ downloadOrchestrator.ts, src/lib/clients/queueClient.ts), and the fields it read
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import aiohttp
 import pytest
 from mutagen.flac import FLAC
 
-from tests.helpers import await_until
+from tests.helpers import await_until, free_port
 from tests.test_daemon import start
 from tidalq.daemon import Daemon
 from tidalq.testing.fakeapi import RunningFake
@@ -42,9 +41,7 @@ METRIC_FIELDS = {"total_jobs", "queued", "processing", "paused", "completed", "f
 
 @pytest.fixture
 async def web(tmp_path: Path, fake: RunningFake) -> AsyncIterator[tuple[str, Daemon]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     daemon = await start(tmp_path, fake, http_listen=f"127.0.0.1:{port}",
                          http_cors_origins=[ORIGIN])
     yield f"http://127.0.0.1:{port}", daemon

@@ -6,7 +6,6 @@ at 1280 and 390 px are kept in tests/artifacts/."""
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
+from tests.helpers import free_port
 from tests.test_daemon import start
 from tidalq.daemon import Daemon
 from tidalq.testing.fakeapi import RunningFake
@@ -24,9 +24,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 @pytest.fixture
 async def served(tmp_path: Path, fake: RunningFake) -> AsyncIterator[tuple[Daemon, str]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     daemon = await start(tmp_path, fake, http_listen=f"127.0.0.1:{port}")
     yield daemon, f"http://127.0.0.1:{port}"
     await daemon.shutdown()
