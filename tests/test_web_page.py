@@ -113,3 +113,26 @@ async def test_the_event_stream_resumes_from_last_event_id(
     data = next(line for line in lines if job.id in line)
     event: Any = __import__("json").loads(data.removeprefix("data: "))
     assert event["type"] == "submitted" and any(line.startswith("id: ") for line in lines)
+
+
+async def test_with_a_token_the_page_asks_for_it_once(
+        tmp_path: Path, fake: RunningFake, page: tuple[Page, list[str]]) -> None:
+    port = free_port()
+    daemon = await start(tmp_path, fake, http_listen=f"127.0.0.1:{port}",
+                         http_token="s3cret-token")
+    browser, _ = page
+    try:
+        await browser.goto(f"http://127.0.0.1:{port}/")
+        dialog = browser.locator("#token-dialog")
+        await expect(dialog).to_be_visible()
+        await browser.get_by_label("This tidalq asks for its HTTP token").fill("s3cret-token")
+        await browser.get_by_role("button", name="Use it").click()
+        await expect(browser.locator("#counts")).to_contain_text("queued")
+        await add(browser, "https://tidal.com/browse/track/1001")
+        await expect(browser.locator('#history li[data-status="completed"]')).to_contain_text(
+            "Opening", timeout=30_000)
+        await browser.reload()  # the token is kept for the tab: not asked again
+        await expect(browser.locator("#counts")).to_contain_text("1 done")
+        await expect(dialog).not_to_be_visible()
+    finally:
+        await daemon.shutdown()
