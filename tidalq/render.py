@@ -94,6 +94,8 @@ def job_detail(job: dict[str, Any]) -> None:
             ("finished", _when(job["completedAt"])), ("next retry", _when(job["nextRetryAt"]))]
     if job.get("error"):
         rows.append(("error", f"{job['error']} ({job.get('failureCode')})"))
+    if job["job"].get("musicBrainzMatch"):
+        rows.append(("musicbrainz", job["job"]["musicBrainzMatch"]))
     result = job.get("result")
     if result:
         rows.append(("file", str(result.get("path"))))
@@ -102,9 +104,9 @@ def job_detail(job: dict[str, Any]) -> None:
                                  f"{result.get('sampleRate')} Hz"
                                  + (" (already in library)" if result.get("skipped") else "")))
     for key, value in rows:
-        out.print(f"  {key:<11}{value}")
+        out.print(f"  {key:<12}{value}")
     if job.get("playlistPath"):
-        out.print(f"  {'playlist':<11}{job['playlistPath']}")
+        out.print(f"  {'playlist':<12}{job['playlistPath']}")
     tracks = job.get("trackProgress") or job.get("releases") or []
     if tracks:
         out.print(_entries_table(tracks))
