@@ -94,6 +94,9 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE jobs ADD COLUMN worker TEXT;",
     "CREATE TABLE follows (id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, doc TEXT NOT NULL,"
     " due_at INTEGER NOT NULL, token TEXT NOT NULL DEFAULT '');",
+    # listing one status newest first without walking the other statuses' rows (the
+    # dashboard asks for failed and cancelled jobs that may not exist among 100,000)
+    "CREATE INDEX jobs_status_seq ON jobs (status, seq);",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 30_000
