@@ -19,10 +19,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import asyncio
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 
@@ -31,12 +28,7 @@ import aiohttp
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
 from tidalq.models import Failure, JobSpec
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tidalq.testing.localservers import free_port, private_redis
 
 
 async def fill(daemon: Daemon, jobs: int, finished: int) -> None:
@@ -92,19 +84,11 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tidalq-dash-") as tmp:
         print(json.dumps(await measure(f"sqlite:///{tmp}/q.db", args, tmp)), flush=True)
-    if args.no_redis or not shutil.which("redis-server"):
+    if args.no_redis:
         return
-    port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        await asyncio.sleep(0.5)
-        with tempfile.TemporaryDirectory(prefix="tidalq-dash-") as tmp:
-            line = await measure(f"redis://127.0.0.1:{port}/0", args, tmp)
-        print(json.dumps(line), flush=True)
-    finally:
-        redis.terminate()
-        redis.wait(10)
+    with private_redis() as url, tempfile.TemporaryDirectory(prefix="tidalq-dash-") as tmp:
+        if url is not None:
+            print(json.dumps(await measure(url, args, tmp)), flush=True)
 
 
 if __name__ == "__main__":

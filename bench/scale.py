@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -31,12 +30,7 @@ import urllib.request
 
 from tidalq.models import JobSpec
 from tidalq.store import open_store
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tidalq.testing.localservers import free_port, private_redis
 
 
 async def fill(url: str, finished: int, queued: int) -> None:
@@ -118,19 +112,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tidalq-scale-") as tmp:
         print(json.dumps(measure(f"sqlite:///{tmp}/q.db", "sqlite", args, tmp)), flush=True)
-    if args.no_redis or not shutil.which("redis-server"):
+    if args.no_redis:
         return
-    port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)
-        with tempfile.TemporaryDirectory(prefix="tidalq-scale-") as tmp:
-            line = measure(f"redis://127.0.0.1:{port}/0", "redis", args, tmp)
-        print(json.dumps(line), flush=True)
-    finally:
-        redis.terminate()
-        redis.wait(10)
+    with private_redis() as url, tempfile.TemporaryDirectory(prefix="tidalq-scale-") as tmp:
+        if url is not None:
+            print(json.dumps(measure(url, "redis", args, tmp)), flush=True)
 
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ class HttpApi:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         answer = await stats(self.ctx, {})
-        counts = await self.ctx.store.stats()
+        counts = answer["queue"]  # read once, with the rest of the stats
         return web.json_response({
             **answer, **self._sources(), "queue": queue_counts(counts),
             "metrics": metrics(counts, await self._recent_finished()),
@@ -274,14 +274,14 @@ class HttpApi:
         tracks, the head of the queue, paused jobs and recent history, counts for the
         rest. Its cost does not grow with the queue."""
         store = self.ctx.store
-        counts = await store.stats()
+        answer = await stats(self.ctx, {})
+        counts = answer["queue"]  # read once, with the worker's state
         running = await store.list_jobs(JobStatus.PROCESSING, MAX_LIST)
         waiting = [*await store.list_jobs(JobStatus.QUEUED, DASHBOARD_QUEUED),
                    *await store.list_jobs(JobStatus.PAUSED, DASHBOARD_QUEUED)]
         recent = await self._recent_finished()
         jobs = [web_job(j) for j in running] + \
             [web_job(j, with_tracks=False) for j in (*waiting, *recent)]
-        answer = await stats(self.ctx, {})
         return web.json_response({
             "success": True, "jobs": jobs, "queue": queue_counts(counts),
             "metrics": metrics(counts, recent), "worker": answer["worker"],

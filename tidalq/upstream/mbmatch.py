@@ -14,9 +14,6 @@ from typing import Any
 
 from tidalq.models import AlbumMeta, TrackMeta
 
-# Vorbis comment names (Picard's); MP4 freeform names are in media.tags
-TRACK_TAGS = ("MUSICBRAINZ_TRACKID", "MUSICBRAINZ_RELEASETRACKID", "MUSICBRAINZ_ARTISTID")
-
 
 @dataclass
 class Match:
