@@ -17,24 +17,16 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import asyncio
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 
 from tidalq.models import JobSpec
 from tidalq.store.base import JobStore
+from tidalq.testing.localservers import private_redis
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def open_backend(name: str, tmp: Path, redis_url: str) -> JobStore:
+async def open_backend(name: str, tmp: Path, redis_url: str | None) -> JobStore:
     if name == "memory":
         from tidalq.store.memory import MemoryStore
 
@@ -45,6 +37,8 @@ async def open_backend(name: str, tmp: Path, redis_url: str) -> JobStore:
         return await SqliteStore.open(str(tmp / f"bench-{time.time_ns()}.db"))
     from tidalq.store.redis import RedisStore
 
+    if redis_url is None:
+        raise SystemExit("no redis-server installed: give --redis-url or leave out redis")
     return await RedisStore.open(redis_url, prefix=f"bench{time.time_ns()}")
 
 
@@ -91,7 +85,7 @@ async def stats_ms(store: JobStore, total: int) -> float:
     return statistics.median(times)
 
 
-async def bench(name: str, tmp: Path, redis_url: str, jobs: int,
+async def bench(name: str, tmp: Path, redis_url: str | None, jobs: int,
                 stats_jobs: int) -> dict[str, object]:
     store = await open_backend(name, tmp, redis_url)
     try:
@@ -106,22 +100,6 @@ async def bench(name: str, tmp: Path, redis_url: str, jobs: int,
             "stats_ms_at_100k": round(stats, 3), "jobs": jobs, "stats_jobs": stats_jobs}
 
 
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    binary = shutil.which("redis-server") or "redis-server"
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)],
-                            stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backends", default="memory,sqlite,redis")
@@ -129,17 +107,12 @@ def main() -> None:
     parser.add_argument("--stats-jobs", type=int, default=100_000)
     parser.add_argument("--redis-url")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmpdir:
+    with tempfile.TemporaryDirectory() as tmpdir, private_redis() as own_redis:
         tmp = Path(tmpdir)
-        proc, url = (None, args.redis_url) if args.redis_url else start_redis(tmp)
-        try:
-            for name in args.backends.split(","):
-                print(json.dumps(asyncio.run(bench(name, tmp, url, args.jobs, args.stats_jobs))),
-                      flush=True)
-        finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait()
+        url = args.redis_url or own_redis
+        for name in args.backends.split(","):
+            print(json.dumps(asyncio.run(bench(name, tmp, url, args.jobs, args.stats_jobs))),
+                  flush=True)
 
 
 if __name__ == "__main__":
