@@ -8,6 +8,7 @@ falls back to another store.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Awaitable, Collection
@@ -56,12 +57,22 @@ def _opt_int(value: str | None) -> int | None:
     return int(float(value)) if value not in (None, "") else None
 
 
+@functools.lru_cache(maxsize=4096)
+def _spec(spec: str, titles: str, patch: str) -> JobSpec:
+    """A job's spec from its three JSON fields. Cached: a worker reads the same job when
+    it claims it and when it finishes it, and a web app polls the same jobs (JobSpec is
+    frozen, and nothing changes its ``extra`` in place)."""
+    fields = json.loads(spec)
+    for more in (titles, patch):
+        if more:
+            fields.update(json.loads(more))
+    return JobSpec.from_json(fields)
+
+
 def _job_from_hash(flat: list[str] | dict[str, str]) -> Job:
     h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
     return Job(
-        id=h["id"], spec=JobSpec.from_json({**json.loads(h["spec"]),
-                                            **json.loads(h.get("titles") or "{}"),
-                                            **json.loads(h.get("patch") or "{}")}),
+        id=h["id"], spec=_spec(h["spec"], h.get("titles") or "", h.get("patch") or ""),
         status=JobStatus(h["status"]), priority=Priority(h["priority"]),
         progress=float(h.get("progress") or 0), created_at=int(h["createdAt"]),
         started_at=_opt_int(h.get("startedAt")), completed_at=_opt_int(h.get("completedAt")),
