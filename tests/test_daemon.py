@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -281,3 +282,37 @@ async def test_control_only_node_accepts_but_does_not_download(tmp_path: Path,
         assert job["status"] == "queued" and fake.upstream.count("/") == 0
     finally:
         await d.shutdown()
+
+
+async def test_a_busy_worker_finishes_and_claims_in_one_store_call(tmp_path: Path,
+                                                                   fake: RunningFake) -> None:
+    """A finishing job hands its slot straight to the next queued one, through the
+    store's fused complete-and-claim: one transaction per job instead of two."""
+    daemon = await start(tmp_path, fake, max_concurrent=1)
+    store = daemon.store
+    assert store is not None
+    calls: dict[str, int] = {"claim": 0, "complete": 0, "complete_and_claim": 0}
+
+    def counted(name: str) -> Any:
+        real = getattr(store, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return await real(*args, **kwargs)
+
+        return call
+
+    for name in calls:
+        setattr(store, name, counted(name))
+    try:
+        sock = daemon.settings.socket
+        ids = [(await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": t}})
+                )["result"]["jobIds"][0] for t in (1001, 1002, 1003, 1101)]
+        done = (await rpc(sock, "queue.wait", {"ids": ids, "timeout": 60}))["result"]
+        assert [j["status"] for j in done["jobs"]] == ["completed"] * 4
+        assert calls["complete_and_claim"] == 4 and calls["complete"] == 0, calls
+        jobs = {j["id"]: j for j in done["jobs"]}
+        for earlier, later in itertools.pairwise(ids):  # each began as the one before ended
+            assert jobs[later]["startedAt"] - jobs[earlier]["completedAt"] < 50
+    finally:
+        await daemon.shutdown()

@@ -392,8 +392,10 @@ async def test_complete_and_claim_takes_the_next_job(store: JobStore) -> None:
     with pytest.raises(LeaseLost):
         await store.complete_and_claim(b.id, "stolen", "w", 30)
     assert (await store.get(b.id)).status is JobStatus.PROCESSING
-    last, none = await store.complete_and_claim(b.id, following.token, "w", 30)
+    tracks = [{"trackId": 7, "status": "completed", "progress": 1.0}]
+    last, none = await store.complete_and_claim(b.id, following.token, "w", 30, None, tracks)
     assert last.status is JobStatus.COMPLETED and none is None
+    assert (await store.get(b.id)).track_progress == tracks
 
 
 async def test_jobs_of_a_dead_worker_are_reaped_before_their_lease_ends(store: JobStore) -> None:

@@ -436,13 +436,17 @@ class WorkerPool:
                                failure: Failure | None) -> None:
         job_id, token = state.job_id, state.claim.token
         delay = 0.5
+        fused = how == "complete" and self._may_claim_on(state)
         while True:
             try:
                 if state.titles:  # learned since the last beat: stored before the end
                     await self.store.report_progress(job_id, token, state.progress, None,
                                                      state.titles)
                     state.titles = None
-                if how == "complete":
+                if fused:
+                    fused = False  # after a store error, a retry only completes
+                    ended = await self._complete_and_claim(state, result, tracks)
+                elif how == "complete":
                     ended = await self.store.complete(job_id, token, result, tracks)
                 elif how == "release":
                     if tracks is not None:
@@ -462,6 +466,25 @@ class WorkerPool:
                     return  # its lease will expire and the job be reaped
                 await asyncio.sleep(delay)
                 delay = min(STORE_BACKOFF_MAX_S, delay * 2)
+
+    def _may_claim_on(self, state: ActiveJob) -> bool:
+        """Whether a finishing job may hand its slot straight to the next job: what the
+        claim loop would check before claiming with that slot."""
+        return (self.claiming and not state.slot_given_back and self.store_ok
+                and not self.disk_full and self.pipeline is not None)
+
+    async def _complete_and_claim(self, state: ActiveJob, result: dict[str, Any] | None,
+                                  tracks: list[dict[str, Any]] | None) -> Job:
+        """Complete the job and, in the same store call, claim the next one onto its slot:
+        a busy queue costs one store transaction per job, not two."""
+        sent = time.monotonic()
+        ended, claim = await self.store.complete_and_claim(
+            state.job_id, state.claim.token, self.worker_id, self.settings.lease, result,
+            tracks)
+        if claim is not None:
+            state.slot_given_back = True  # the slot is the next job's now
+            self._start(claim, sent)
+        return ended
 
     # -- heartbeat ----------------------------------------------------------------------------
     async def heartbeat(self) -> None:

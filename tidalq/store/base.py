@@ -89,11 +89,13 @@ class JobStore(abc.ABC):
         """Finish successfully. Same token twice is a no-op; another token raises LeaseLost."""
 
     async def complete_and_claim(self, job_id: str, token: str, worker: str, lease_s: float,
-                                 result: dict[str, Any] | None = None
+                                 result: dict[str, Any] | None = None,
+                                 track_progress: TrackProgress | None = None
                                  ) -> tuple[Job, Claim | None]:
-        """Complete a job and claim the next one: a busy worker's one call per job.
+        """Complete a job and claim the next one: a busy worker's one call per job. No
+        claim is made when the completion is refused (LeaseLost).
         Backends that can do both in one round trip or transaction override this."""
-        done = await self.complete(job_id, token, result)
+        done = await self.complete(job_id, token, result, track_progress)
         return done, await self.claim(worker, lease_s)
 
     @abc.abstractmethod

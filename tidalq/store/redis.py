@@ -238,13 +238,15 @@ class RedisStore(JobStore):
                                   "" if result is None else json.dumps(result), track_progress)
 
     async def complete_and_claim(self, job_id: str, token: str, worker: str, lease_s: float,
-                                 result: dict[str, Any] | None = None
+                                 result: dict[str, Any] | None = None,
+                                 track_progress: TrackProgress | None = None
                                  ) -> tuple[Job, Claim | None]:
-        check_size(result, "result")
+        check_size([result, track_progress], "result")
         next_token = rules.new_token()
         done, flat = await self._script(
             "finish_and_claim", job_id, token, "complete",
-            "" if result is None else json.dumps(result), "", "", "", "0", "", "0",
+            "" if result is None else json.dumps(result),
+            "" if track_progress is None else json.dumps(track_progress), "", "", "0", "", "0",
             lease_ms(lease_s), next_token, worker)
         job = self._user_answer(done, job_id)
         if not flat:

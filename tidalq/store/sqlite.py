@@ -381,14 +381,15 @@ class SqliteStore(JobStore):
         return await self._write(lambda conn: self._claim_one(conn, worker, ms))
 
     async def complete_and_claim(self, job_id: str, token: str, worker: str, lease_s: float,
-                                 result: dict[str, Any] | None = None
+                                 result: dict[str, Any] | None = None,
+                                 track_progress: TrackProgress | None = None
                                  ) -> tuple[Job, Claim | None]:
-        check_size(result, "result")
+        check_size([result, track_progress], "result")
         ms, now = lease_ms(lease_s), now_ms()
 
         def fn(conn: sqlite3.Connection) -> tuple[Job, Claim | None]:
             done = self._finish_in(conn, job_id, token,
-                                   lambda j: rules.complete(j, now, result, None))
+                                   lambda j: rules.complete(j, now, result, track_progress))
             return done, self._claim_one(conn, worker, ms)
 
         return await self._write(fn)
