@@ -2,12 +2,14 @@
 
     python bench/album.py [--runs 1]
 
-Starts the fake upstream and a daemon (4 slots, SQLite) in this process. For each kind, in
-the same run: tidalq from submit to completed (album 300: 210 tracks of about 0.7 MB; the
-500-track playlist), then ``curl --parallel --parallel-max 4`` fetching the same CDN files
-to a scratch folder. ``per_track_overhead_ms`` is what a track costs tidalq beyond curl's
-time for its bytes (API calls, tagging, verification, fsync, rename). One JSON line per
-kind per run.
+Starts the fake upstream in a process of its own (a real upstream is another machine: it
+must not share the daemon's interpreter), warms it by fetching every file once, then, in
+the same run for each kind: tidalq (a daemon in this process, 4 slots, SQLite) from submit
+to completed (album 300: 210 tracks of about 0.7 MB; the 500-track playlist), and
+``curl --parallel --parallel-max 4`` fetching the same CDN files to a scratch folder.
+``per_track_overhead_ms`` is what a track costs tidalq beyond curl's time for its bytes
+(API calls, tagging, verification, fsync, rename). One JSON line per kind per run, and
+with ``--runs`` above 1 a line of medians per kind.
 """
 
 from __future__ import annotations
@@ -20,26 +22,51 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import asyncio
+import contextlib
 import json
+import socket
+import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
 from tidalq.models import JobSpec
-from tidalq.testing.catalog import BENCH_PLAYLIST
-from tidalq.testing.fakeapi import RunningFake, start_fake
+from tidalq.testing.catalog import BENCH_PLAYLIST, Catalog
+from tidalq.testing.localservers import free_port
 
 KINDS = {"album": (JobSpec("album", 300), [300]),
          "playlist": (JobSpec("playlist", BENCH_PLAYLIST), [950, 951, 952, 953, 954])}
 
 
-async def tidalq_seconds(fake: RunningFake, tmp: Path, spec: JobSpec) -> float:
+@contextlib.contextmanager
+def fake_upstream(cache: Path) -> Iterator[str]:
+    """The fake hifi-api in a process of its own; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tidalq.testing.fakeapi", "--port",
+                             str(port), "--cache", str(cache)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the fake upstream did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> float:
     settings = load_settings({
         "download_dir": str(tmp / "lib"), "store": f"sqlite:///{tmp}/q.db",
-        "socket": str(tmp / "run" / "q.sock"), "api_urls": [fake.url],
-        "cover_url": fake.url}, env={})
+        "socket": str(tmp / "run" / "q.sock"), "api_urls": [url], "cover_url": url}, env={})
     daemon = Daemon(settings)
     await daemon.startup()
     store = daemon.store
@@ -62,15 +89,14 @@ async def tidalq_seconds(fake: RunningFake, tmp: Path, spec: JobSpec) -> float:
         await daemon.shutdown()
 
 
-def curl_seconds(fake: RunningFake, tmp: Path, track_ids: list[int]) -> float:
-    out = tmp / "curl"
+def curl_seconds(url: str, out: Path, track_ids: list[int]) -> float:
     out.mkdir()
-    config = tmp / "curl.cfg"
-    config.write_text("".join(f'url = "{fake.url}/cdn/{t}/track.flac?token=sig1"\n'
+    config = out.with_suffix(".cfg")
+    config.write_text("".join(f'url = "{url}/cdn/{t}/track.flac?token=sig1"\n'
                               f'output = "{out}/{t}.flac"\n' for t in track_ids))
     began = time.perf_counter()
-    subprocess.run(["curl", "--silent", "--fail", "--parallel", "--parallel-max", "4",
-                    "--config", str(config)], check=True)
+    subprocess.run(["curl", "--silent", "--no-progress-meter", "--fail", "--parallel",
+                    "--parallel-max", "4", "--config", str(config)], check=True)
     seconds = time.perf_counter() - began
     got = list(out.iterdir())
     if len(got) != len(track_ids) or min(p.stat().st_size for p in got) < 100_000:
@@ -78,33 +104,40 @@ def curl_seconds(fake: RunningFake, tmp: Path, track_ids: list[int]) -> float:
     return seconds
 
 
+def line(kind: str, tracks: int, ours: float, theirs: float) -> dict[str, object]:
+    return {"bench": "album", "kind": kind, "tracks": tracks, "tidalq_s": round(ours, 2),
+            "curl_s": round(theirs, 2), "ratio": round(ours / theirs, 2),
+            "per_track_overhead_ms": round((ours - theirs) / tracks * 1000, 1)}
+
+
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tidalq-album-") as tmp:
-        media = Path(tmp) / "media"
-        media.mkdir()
-        fake = await start_fake(media)
-        catalog = fake.upstream.catalog
-        try:
-            for run in range(args.runs):
-                for kind, (spec, albums) in KINDS.items():
-                    ids = [t.id for a in albums for t in catalog.albums[a].tracks]
-                    await asyncio.gather(*(fake.upstream.flac_file(catalog.tracks[i])
-                                           for i in ids))  # made before timing
-                    work = Path(tmp) / f"{kind}{run}"
-                    work.mkdir()
-                    ours = await tidalq_seconds(fake, work, spec)
-                    theirs = await asyncio.to_thread(curl_seconds, fake, work, ids)
-                    print(json.dumps({
-                        "bench": "album", "kind": kind, "tracks": len(ids),
-                        "tidalq_s": round(ours, 2), "curl_s": round(theirs, 2),
-                        "ratio": round(ours / theirs, 2),
-                        "per_track_overhead_ms": round((ours - theirs) / len(ids) * 1000, 1),
-                    }), flush=True)
-        finally:
-            await fake.close()
+    catalog = Catalog()
+    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
+    with tempfile.TemporaryDirectory(prefix="tidalq-album-") as tmp, \
+            fake_upstream(Path(tmp) / "media") as url:
+        for kind, (_, albums) in KINDS.items():  # the fake makes its files on first request
+            ids = [t.id for a in albums for t in catalog.albums[a].tracks]
+            await asyncio.to_thread(curl_seconds, url, Path(tmp) / f"warm-{kind}", ids)
+        for run in range(args.runs):
+            for kind, (spec, albums) in KINDS.items():
+                ids = [t.id for a in albums for t in catalog.albums[a].tracks]
+                work = Path(tmp) / f"{kind}{run}"
+                work.mkdir()
+                ours = await tidalq_seconds(url, work, spec)
+                theirs = await asyncio.to_thread(curl_seconds, url, work / "curl", ids)
+                results[kind].append((ours, theirs))
+                print(json.dumps(line(kind, len(ids), ours, theirs)), flush=True)
+        if args.runs > 1:
+            for kind, pairs in results.items():
+                tracks = len([t for a in KINDS[kind][1] for t in catalog.albums[a].tracks])
+                ours = statistics.median(p[0] for p in pairs)
+                theirs = statistics.median(p[1] for p in pairs)
+                print(json.dumps({**line(kind, tracks, ours, theirs), "median_of": len(pairs)}),
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ def make_pipeline(session: aiohttp.ClientSession, fake: RunningFake, library: Pa
                     asyncio.Semaphore(settings.max_concurrent - 1))
 
 
-def no_report(progress: float, tracks: object, force: bool) -> None:
-    assert 0.0 <= progress <= 1.0
+def no_report(progress: Any, tracks: Any, force: bool) -> None:
+    value = progress() if callable(progress) else progress
+    listed = tracks() if callable(tracks) else tracks
+    assert 0.0 <= value <= 1.0
+    assert listed is None or all("status" in t for t in listed)
 
 
 def job(kind: str, tidal_id: int, quality: Quality = Quality.LOSSLESS,

@@ -115,16 +115,15 @@ class CollectionRunner:
         def fraction() -> float:
             return sum(float(e["progress"]) for e in entries) / max(1, len(entries))
 
-        report(fraction(), entries, True)
+        report(fraction, entries, True)
         todo = list({e["trackId"]: track for e, track in zip(entries, collection.tracks,
                                                              strict=True)
                      if e["status"] != "completed"}.values())
         await self.pipeline.run_lanes(todo, attempt.pausing, lambda t: self._entry_track(
-            job, t, entries, attempt, lambda: report(fraction(), entries, False),
-            lambda: report(fraction(), entries, True)))
+            job, t, entries, attempt, lambda: report(fraction, entries, False)))
         if (self.pipeline.draining or attempt.pausing()) and \
                 any(e["status"] == "queued" for e in entries):
-            report(fraction(), entries, True)
+            report(fraction, entries, True)
             raise Interrupted(f"{job.spec.type} {ref}: stopped between tracks")
         path = await asyncio.to_thread(self._write_playlist, collection.title, entries)
         result = {"playlistPath": str(path.relative_to(self.settings.download_dir)),
@@ -138,13 +137,12 @@ class CollectionRunner:
         return result, entries
 
     async def _entry_track(self, job: Job, listed: TrackMeta, entries: list[dict[str, Any]],
-                           attempt: Attempt, progress: Callable[[], None],
-                           changed: Callable[[], None]) -> None:
+                           attempt: Attempt, progress: Callable[[], None]) -> None:
         """One track of the collection, for every entry that lists it."""
         mine = [e for e in entries if e["trackId"] == listed.id]
         for e in mine:
             e.update(status="processing", error=None)
-        changed()
+        progress()
 
         def on_progress(value: float) -> None:
             for e in mine:
@@ -167,7 +165,7 @@ class CollectionRunner:
                          bytes=result["bytes"])
                 e.pop("failureCode", None)
                 e.pop("retryable", None)
-        changed()
+        progress()  # written with the next beat (a retry keeps what the library has)
 
     async def _fetch(self, job: Job, listed: TrackMeta, attempt: Attempt,
                      on_progress: Callable[[float], None]) -> dict[str, Any]:

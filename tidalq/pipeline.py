@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 from tidalq.config import Settings
 from tidalq.editions import Editions
@@ -43,9 +43,12 @@ from tidalq.upstream.musicbrainz import MusicBrainz
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+Lazy: TypeAlias = T | Callable[[], T]  # a value, or what computes it when it is needed
+
 # report(progress, album track states or None, force): records the latest state; the worker
-# writes it to the store at most every half second, and at once when forced.
-Report = Callable[[float, list[dict[str, Any]] | None, bool], None]
+# reads and writes it to the store at most every half second, and at once when forced.
+Report = Callable[[Lazy[float], Lazy[list[dict[str, Any]]] | None, bool], None]
 Progress = Callable[[float], None]
 FRESH_MANIFEST_TRIES = 3
 
@@ -223,7 +226,7 @@ class Pipeline:
         attempt = attempt or Unleased(job.id)
         attempt.learned({"artistName": album.artist, "albumTitle": album.title})
         entries = self._album_entries(album, job.track_progress)
-        report(self._album_fraction(album, entries), list(entries.values()), True)
+        self._tell(report, album, entries, True)
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
         earlier = [e.get("path") for e in entries.values()]
         mb = await self._musicbrainz_of_album(job, album, attempt)
@@ -234,7 +237,7 @@ class Pipeline:
                 album, entries, report))
         tracks = [entries[t.id] for t in album.tracks]
         if (self.draining or attempt.pausing()) and any(e["status"] == "queued" for e in tracks):
-            report(self._album_fraction(album, entries), tracks, True)
+            self._tell(report, album, entries, True)
             why = "for shutdown" if self.draining else "paused"
             raise Interrupted(f"album {album.id}: stopped between tracks ({why})")
         for entry in tracks:
@@ -297,6 +300,12 @@ class Pipeline:
                              "attempts": (old or {}).get("attempts", 0)}
         return entries
 
+    def _tell(self, report: Report, album: AlbumMeta, entries: dict[int, dict[str, Any]],
+              force: bool = False) -> None:
+        """Report the album's state; computed only when the worker reads it."""
+        report(lambda: self._album_fraction(album, entries), lambda: list(entries.values()),
+               force)
+
     @staticmethod
     def _album_fraction(album: AlbumMeta, entries: dict[int, dict[str, Any]]) -> float:
         """Progress weighted by duration: bytes are proportional to it at one quality."""
@@ -310,11 +319,11 @@ class Pipeline:
         entry = entries[track.id]
         entry.update(status="processing", progress=0.0, error=None)
         entry["attempts"] = entry.get("attempts", 0) + 1
-        report(self._album_fraction(album, entries), list(entries.values()), True)
+        self._tell(report, album, entries)
 
         def on_progress(fraction: float) -> None:
             entry["progress"] = round(fraction, 4)
-            report(self._album_fraction(album, entries), list(entries.values()), False)
+            self._tell(report, album, entries)
 
         try:
             result = await self.track(request, on_progress)
@@ -328,7 +337,9 @@ class Pipeline:
                          bytes=result["bytes"], replaced=result.get("replaced"))
             entry.pop("failureCode", None)
             entry.pop("retryable", None)
-        report(self._album_fraction(album, entries), list(entries.values()), True)
+        # written with the next beat: a crash before it loses nothing, the retry finds the
+        # track in the library (verified) and keeps it
+        self._tell(report, album, entries)
 
     async def run_lanes(self, todo: list[TrackMeta], paused: Callable[[], bool],
                          run: Callable[[TrackMeta], Awaitable[None]]) -> None:

@@ -37,7 +37,7 @@ from tidalq.errors import (
     StoreUnavailable,
 )
 from tidalq.models import Claim, Failure, Job, JobSpec, LeaseState
-from tidalq.pipeline import AlbumFailed, Interrupted, Pipeline, Slots
+from tidalq.pipeline import AlbumFailed, Interrupted, Lazy, Pipeline, Slots
 from tidalq.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,10 @@ class ActiveJob:
     lease_s: float
     renewed_at: float  # time.monotonic() when the last successful claim/renewal was sent
     task: asyncio.Task[None] | None = None
-    progress: float = 0.0
-    tracks: list[dict[str, Any]] | None = None
+    # what the pipeline last reported, read when needed (a beat, `status`, the end): an
+    # album of 500 tracks reports thousands of times and is written twice a second
+    progress_source: Lazy[float] = 0.0
+    tracks_source: Lazy[list[dict[str, Any]]] | None = None
     dirty: bool = False
     stop_reason: str | None = None  # "cancelled", "lost" or "drain"
     samples: list[tuple[float, float]] = field(default_factory=list)
@@ -102,6 +104,25 @@ class ActiveJob:
     @property
     def job_id(self) -> str:
         return self.claim.job.id
+
+    @property
+    def progress(self) -> float:
+        source = self.progress_source
+        return source() if callable(source) else source
+
+    @property
+    def tracks(self) -> list[dict[str, Any]] | None:
+        """A copy of the track entries: the store may serialise it on another thread."""
+        source = self.tracks_source
+        if source is None:
+            return None
+        return [dict(t) for t in (source() if callable(source) else source)]
+
+    def sample(self) -> None:
+        """Record (now, progress) for the ETA: the last 20 within 30 seconds."""
+        now = time.monotonic()
+        recent = [s for s in self.samples if now - s[0] < 30][-20:]
+        self.samples = [*recent, (now, self.progress)]
 
     def pausing(self) -> bool:
         return self.pause_requested
@@ -322,15 +343,13 @@ class WorkerPool:
             state.task.cancel()
 
     def _report(self, state: ActiveJob) -> Any:
-        def report(progress: float, tracks: list[dict[str, Any]] | None, force: bool) -> None:
-            state.progress = progress
+        def report(progress: Lazy[float], tracks: Lazy[list[dict[str, Any]]] | None,
+                   force: bool) -> None:
+            state.progress_source = progress
             if tracks is not None:
-                state.tracks = [dict(t) for t in tracks]
+                state.tracks_source = tracks
             state.dirty = True
-            now = time.monotonic()
-            recent = [s for s in state.samples if now - s[0] < 30][-20:]
-            state.samples = [*recent, (now, progress)]
-            if force:  # a track changed state: write it now, not at the next beat
+            if force:  # write it now, not at the next beat
                 self._beat_now.set()
 
         return report
@@ -519,6 +538,7 @@ class WorkerPool:
         try:
             if state.dirty:
                 state.dirty, titles, state.titles = False, state.titles, None
+                state.sample()
                 lease = await self.store.report_progress(job_id, token, state.progress,
                                                          state.tracks, titles)
                 if lease.holds:
