@@ -497,8 +497,8 @@ class Pipeline:
             cover, lyrics = extras
             data = tags.TagData(req.meta, served.quality.value, served.replay_gain, cover,
                                 lyrics.text if lyrics else None, req.musicbrainz)
-            await asyncio.to_thread(tags.write_tags, staging, data)
-            facts = await verify.verify(staging, req.meta.duration_s)
+            parsed = await asyncio.to_thread(tags.write_tags, staging, data)
+            facts = await verify.verify(staging, req.meta.duration_s, parsed)
             if await self._same_audio(req, target, facts):
                 staging.unlink()
                 return await self._skipped(target, served.quality)

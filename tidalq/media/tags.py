@@ -16,6 +16,7 @@ from mutagen.flac import FLAC, Picture
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 
 from tidalq.errors import IntegrityFailed
+from tidalq.media.verify import AudioFacts, facts_of
 from tidalq.models import TrackMeta
 
 
@@ -70,17 +71,18 @@ def _fields(data: TagData) -> dict[str, list[str]]:
     return out
 
 
-def write_tags(path: Path, data: TagData) -> None:
+def write_tags(path: Path, data: TagData) -> AudioFacts:
+    """Tag the file; returns what parsing it said of its stream (tagging leaves the stream
+    as it was)."""
     try:
         if path.suffix == ".flac":
-            _write_flac(path, data)
-        else:
-            _write_m4a(path, data)
-    except MutagenError as exc:
+            return _write_flac(path, data)
+        return _write_m4a(path, data)
+    except (MutagenError, ValueError) as exc:
         raise IntegrityFailed(f"cannot tag {path.name}: {exc}") from exc
 
 
-def _write_flac(path: Path, data: TagData) -> None:
+def _write_flac(path: Path, data: TagData) -> AudioFacts:
     audio = FLAC(path)
     audio.delete()
     audio.clear_pictures()
@@ -93,13 +95,14 @@ def _write_flac(path: Path, data: TagData) -> None:
         pic.data = data.cover
         audio.add_picture(pic)
     audio.save()
+    return facts_of(audio)
 
 
 _MP4_STANDARD = {"TITLE": "©nam", "ARTIST": "©ART", "ALBUMARTIST": "aART", "ALBUM": "©alb",
                  "DATE": "©day", "COPYRIGHT": "cprt", "LYRICS": "©lyr"}
 
 
-def _write_m4a(path: Path, data: TagData) -> None:
+def _write_m4a(path: Path, data: TagData) -> AudioFacts:
     audio = MP4(path)
     audio.delete()
     fields = _fields(data)
@@ -119,6 +122,7 @@ def _write_m4a(path: Path, data: TagData) -> None:
     if data.cover:
         audio["covr"] = [MP4Cover(data.cover, imageformat=MP4Cover.FORMAT_JPEG)]
     audio.save()
+    return facts_of(audio)
 
 
 def read_identity(path: Path) -> tuple[str | None, str | None]:

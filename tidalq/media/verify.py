@@ -42,16 +42,26 @@ def available_checks() -> list[str]:
 
 def probe(path: Path) -> AudioFacts:
     try:
-        if path.suffix == ".flac":
-            info = FLAC(path).info
-            md5 = info.md5_signature.to_bytes(16, "big") if info.md5_signature else None
-            return AudioFacts("flac", float(info.length), int(info.sample_rate),
-                              int(info.bits_per_sample), md5)
-        mp4 = MP4(path).info
-        return AudioFacts(str(mp4.codec), float(mp4.length), int(mp4.sample_rate),
-                          int(getattr(mp4, "bits_per_sample", 0)) or None, None)
+        return facts_of(FLAC(path) if path.suffix == ".flac" else MP4(path))
     except (MutagenError, OSError, ValueError) as exc:
         raise IntegrityFailed(f"{path.name} does not parse as audio: {exc}") from exc
+
+
+def facts_of(audio: FLAC | MP4) -> AudioFacts:
+    """What a parsed file says of its stream."""
+    if isinstance(audio, FLAC):
+        info = audio.info
+        md5 = info.md5_signature.to_bytes(16, "big") if info.md5_signature else None
+        return AudioFacts("flac", float(info.length), int(info.sample_rate),
+                          int(info.bits_per_sample), md5)
+    mp4 = audio.info
+    return AudioFacts(str(mp4.codec), float(mp4.length), int(mp4.sample_rate),
+                      int(getattr(mp4, "bits_per_sample", 0)) or None, None)
+
+
+def can_decode(path: Path) -> bool:
+    """Whether a full decode of ``path`` is possible here (flac or ffmpeg on PATH)."""
+    return bool(path.suffix == ".flac" and shutil.which("flac")) or bool(shutil.which("ffmpeg"))
 
 
 def duration_ok(actual_s: float, expected_s: float) -> bool:
@@ -84,8 +94,13 @@ async def _decode(path: Path) -> None:
         raise IntegrityFailed(f"{path.name} failed a full decode: {problems[:300]}")
 
 
-async def verify(path: Path, expected_duration_s: float) -> AudioFacts:
-    facts = await asyncio.to_thread(probe, path)
+async def verify(path: Path, expected_duration_s: float,
+                 parsed: AudioFacts | None = None) -> AudioFacts:
+    """Check ``path`` before it is published. ``parsed``: what the tagger read of this very
+    file; with a full decode to follow (which parses the container again, whole), the
+    file need not be parsed a second time."""
+    facts = parsed if parsed is not None and can_decode(path) else \
+        await asyncio.to_thread(probe, path)
     codec_ok = (facts.codec == "flac") == (path.suffix == ".flac")
     if not codec_ok or (path.suffix == ".m4a" and not facts.codec.startswith(("mp4a", "alac"))):
         raise IntegrityFailed(f"{path.name}: codec {facts.codec} does not match its extension")
