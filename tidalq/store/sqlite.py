@@ -213,6 +213,11 @@ class SqliteStore(JobStore):
             fns = [fn for fn, _ in group]
             try:
                 outcomes = await self._run(functools.partial(self._commit_group, fns))
+            except asyncio.CancelledError:  # the loop is going away: so are its callers
+                for _, future in group + self._writes:
+                    future.cancel()
+                self._writes.clear()
+                raise
             except Exception as exc:  # BEGIN or COMMIT failed: nothing of the group holds
                 outcomes = [(False, exc)] * len(group)
             for (_, future), (ok, value) in zip(group, outcomes, strict=True):
