@@ -140,6 +140,23 @@ async def bench(name: str, tmp: Path, redis_url: str | None, jobs: int, stats_jo
 
 
 # -- the anchors: what a user would otherwise run ------------------------------------------
+class Countdown:
+    """Counts jobs ended (each anchor's after-the-job hook); ``done`` is set at the last."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.done = asyncio.Event()
+
+    async def ended(self, ctx: dict[str, Any]) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
+
+
+async def null(ctx: dict[str, Any]) -> None:
+    return None
+
+
 async def _flush(url: str) -> None:
     import redis.asyncio as aioredis
 
@@ -158,24 +175,14 @@ async def arq_per_s(url: str, n: int, concurrency: int) -> float:
     pool = await create_pool(settings)
     for _ in range(n):
         await pool.enqueue_job("null")
-    finished = asyncio.Event()
-    count = 0
-
-    async def null(ctx: dict[str, Any]) -> None:
-        return None
-
-    async def ended(ctx: dict[str, Any]) -> None:  # after the result is recorded
-        nonlocal count
-        count += 1
-        if count == n:
-            finished.set()
-
+    countdown = Countdown(n)
     worker = Worker(functions=[func(null, name="null")], redis_pool=pool,
                     max_jobs=concurrency, poll_delay=0, handle_signals=False,
-                    after_job_end=ended, keep_result=60, log_results=False)
+                    after_job_end=countdown.ended,  # after the result is recorded
+                    keep_result=60, log_results=False)
     start = time.perf_counter()
     task = asyncio.create_task(worker.async_run())
-    await finished.wait()
+    await countdown.done.wait()
     seconds = time.perf_counter() - start
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -191,23 +198,12 @@ async def saq_per_s(url: str, n: int, concurrency: int) -> float:
     await queue.connect()
     for _ in range(n):
         await queue.enqueue("null")
-    finished = asyncio.Event()
-    count = 0
-
-    async def null(ctx: dict[str, Any]) -> None:
-        return None
-
-    async def ended(ctx: dict[str, Any]) -> None:  # after the job is marked complete
-        nonlocal count
-        count += 1
-        if count == n:
-            finished.set()
-
+    countdown = Countdown(n)
     worker = Worker(queue, functions=[("null", null)], concurrency=concurrency,
-                    after_process=ended)
+                    after_process=countdown.ended)  # after it is marked complete
     start = time.perf_counter()
     task = asyncio.create_task(worker.start())
-    await finished.wait()
+    await countdown.done.wait()
     seconds = time.perf_counter() - start
     await worker.stop()
     task.cancel()
