@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import free_port, repo_root, subprocess_env
-from tests.test_daemon import raw, rpc, start, wait_status
+from tests.test_daemon import raw, rpc, start, submit, wait_status
 from tests.test_pipeline import audio_files, job, make_pipeline, no_report
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
@@ -69,8 +69,7 @@ async def test_a_huge_retry_after_schedules_a_capped_retry(tmp_path: Path,
     daemon = await start(tmp_path, fake, retry_after_max="1h")
     try:
         sock = daemon.settings.socket
-        job_id = (await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": 1001}})
-                  )["result"]["jobIds"][0]
+        job_id = await submit(sock, {"type": "track", "trackId": 1001})
 
         async def retry_scheduled() -> bool:
             found = (await rpc(sock, "queue.get", {"id": job_id}))["result"]["job"]
@@ -153,8 +152,7 @@ async def test_a_lone_surrogate_from_the_upstream_is_repaired(tmp_path: Path,
     daemon = await start(tmp_path, fake)
     try:
         sock = daemon.settings.socket
-        job_id = (await rpc(sock, "queue.submit", {"job": {"type": "album", "albumId": 410}})
-                  )["result"]["jobIds"][0]
+        job_id = await submit(sock, {"type": "album", "albumId": 410})
         done = await wait_status(sock, job_id, "completed", 30)
         assert done["trackProgress"][0]["title"] == "Bad \ufffd Text"
         assert "result" in await rpc(sock, "queue.list")

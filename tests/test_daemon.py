@@ -50,6 +50,12 @@ async def rpc(sock: Path, method: str, params: dict[str, Any] | None = None) -> 
     return answer
 
 
+async def submit(sock: Path, job: dict[str, Any]) -> str:
+    """Submit one job through the socket; its id."""
+    job_id: str = (await rpc(sock, "queue.submit", {"job": job}))["result"]["jobIds"][0]
+    return job_id
+
+
 async def start(tmp_path: Path, fake: RunningFake | None, **flags: Any) -> Daemon:
     settings = load_settings({
         "download_dir": str(tmp_path / "lib"), "store": f"sqlite:///{tmp_path}/q.db",
@@ -306,8 +312,8 @@ async def test_a_busy_worker_finishes_and_claims_in_one_store_call(tmp_path: Pat
         setattr(store, name, counted(name))
     try:
         sock = daemon.settings.socket
-        ids = [(await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": t}})
-                )["result"]["jobIds"][0] for t in (1001, 1002, 1003, 1101)]
+        ids = [await submit(sock, {"type": "track", "trackId": t})
+               for t in (1001, 1002, 1003, 1101)]
         done = (await rpc(sock, "queue.wait", {"ids": ids, "timeout": 60}))["result"]
         assert [j["status"] for j in done["jobs"]] == ["completed"] * 4
         assert calls["complete_and_claim"] == 4 and calls["complete"] == 0, calls

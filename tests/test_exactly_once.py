@@ -15,7 +15,7 @@ import pytest
 from mutagen.flac import FLAC
 
 from tests.helpers import DaemonProcess, FakeProcess, RedisServer, await_until, wait_until
-from tests.test_daemon import rpc, wait_status
+from tests.test_daemon import submit, wait_status
 from tests.test_pipeline import audio_files, job, make_pipeline, no_report
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
@@ -56,8 +56,7 @@ async def test_a_job_reaped_under_its_running_attempt_runs_once(
     daemon = await start_daemon(tmp_path, fake, store)
     try:
         sock = daemon.settings.socket
-        job_id = (await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": 1003}})
-                  )["result"]["jobIds"][0]
+        job_id = await submit(sock, {"type": "track", "trackId": 1003})
         library = daemon.settings.download_dir
         await await_until(lambda: _true(bool(staged_files(library))), 10, "a download started")
         store._clock = lambda: now_ms() + 3_600_000  # the wall clock jumps forward
@@ -118,8 +117,7 @@ async def test_a_daemon_cut_off_from_its_store_stops_before_its_lease_ends(
     daemon = await start_daemon(tmp_path, fake, store)
     try:
         sock = daemon.settings.socket
-        job_id = (await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": 1001}})
-                  )["result"]["jobIds"][0]
+        job_id = await submit(sock, {"type": "track", "trackId": 1001})
         library = daemon.settings.download_dir
         await await_until(lambda: _true(bool(staged_files(library))), 10, "a download started")
         pool = daemon.pool_or_raise

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from tests.conftest import RedisServer
 from tests.helpers import await_until
-from tests.test_daemon import rpc, start, wait_status
+from tests.test_daemon import rpc, start, submit, wait_status
 from tidalq.daemon import Daemon
 from tidalq.testing.catalog import PAGING_ARTIST, PLAYLIST
 from tidalq.testing.fakeapi import RunningFake
@@ -158,10 +158,8 @@ async def test_hooks_webhook_and_apprise_hear_every_end(
                     webhook_url=f"http://{host}/hook", notify_urls=[f"json://{host}/apprise"])
     try:
         sock = d.settings.socket
-        album = (await rpc(sock, "queue.submit", {"job": {"type": "album", "albumId": 100}})
-                 )["result"]["jobIds"][0]
-        bad = (await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": 5001}})
-               )["result"]["jobIds"][0]
+        album = await submit(sock, {"type": "album", "albumId": 100})
+        bad = await submit(sock, {"type": "track", "trackId": 5001})
         await wait_status(sock, album, "completed", 30)
         await wait_status(sock, bad, "failed", 30)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import DaemonProcess, repo_root, wait_until
-from tests.test_daemon import rpc, start
+from tests.test_daemon import rpc, start, submit
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
 from tidalq.protocol import ErrorCode
@@ -50,8 +50,7 @@ async def test_wait_for_a_job_removed_meanwhile_fails(tmp_path: Path, fake: Runn
     await daemon.startup()
     try:
         sock = settings.socket
-        job_id = (await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": 1001}})
-                  )["result"]["jobIds"][0]
+        job_id = await submit(sock, {"type": "track", "trackId": 1001})
         waiting = asyncio.create_task(rpc(sock, "queue.wait", {"ids": [job_id]}))
         await asyncio.sleep(0.3)
         await store.cancel(job_id)  # the memory store does both without yielding

@@ -12,7 +12,7 @@ import pytest
 from mutagen.flac import FLAC
 from mutagen.mp4 import MP4
 
-from tests.test_daemon import rpc, start, wait_status
+from tests.test_daemon import rpc, start, submit, wait_status
 from tidalq.daemon import Daemon
 from tidalq.testing.fakeapi import RunningFake
 from tidalq.testing.fakemb import FakeMusicBrainz, mbid, start_fake_mb
@@ -62,10 +62,10 @@ async def test_found_by_barcode_and_by_isrc_in_flac_and_m4a(
     d = await start(tmp_path, fake, musicbrainz_url=url, musicbrainz="auto")
     try:
         sock = d.settings.socket
-        by_barcode = (await rpc(sock, "queue.submit", {"job": {
-            "type": "album", "albumId": 100, "quality": "HIGH"}}))["result"]["jobIds"][0]
-        by_isrc = (await rpc(sock, "queue.submit", {"job": {
-            "type": "album", "albumId": 200}}))["result"]["jobIds"][0]
+        by_barcode = await submit(sock, {
+            "type": "album", "albumId": 100, "quality": "HIGH"})
+        by_isrc = await submit(sock, {
+            "type": "album", "albumId": 200})
         aac = await wait_status(sock, by_barcode, "completed", 60)
         flac = await wait_status(sock, by_isrc, "completed", 60)
     finally:

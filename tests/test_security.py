@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import free_port, repo_root, subprocess_env
-from tests.test_daemon import rpc, start, wait_status
+from tests.test_daemon import start, submit, wait_status
 from tidalq.daemon import Daemon
 from tidalq.errors import ManifestError
 from tidalq.testing.fakeapi import RunningFake
@@ -135,8 +135,7 @@ async def test_a_manifest_pointing_at_a_link_local_address_fails_the_track(
     daemon = await start(tmp_path, fake)
     try:
         sock = daemon.settings.socket
-        job_id = (await rpc(sock, "queue.submit", {"job": {"type": "track", "trackId": 1001}})
-                  )["result"]["jobIds"][0]
+        job_id = await submit(sock, {"type": "track", "trackId": 1001})
         failed = await wait_status(sock, job_id, "failed", 20)
         assert failed["failureCode"] == "MANIFEST" and "fe80::1" in failed["error"]
     finally:
