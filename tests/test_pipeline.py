@@ -57,6 +57,14 @@ def audio_files(library: Path) -> list[Path]:
                   and ".tidalq" not in p.parts)
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def flac_ok(path: Path) -> None:
     subprocess.run(["flac", "-t", "-s", str(path)], check=True, capture_output=True)
 
@@ -269,6 +277,34 @@ async def test_cancel_stops_the_download_within_a_second(session: aiohttp.Client
         await task
     assert asyncio.get_running_loop().time() - started < 1.0
     assert not list(staging.rglob("*.*")) and audio_files(tmp_path) == []
+
+
+async def test_cancel_during_the_decode_kills_the_decoder(session: aiohttp.ClientSession,
+                                                        fake: RunningFake, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pid_file = tmp_path / "decoder.pid"
+    slow_flac = bin_dir / "flac"
+    slow_flac.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    slow_flac.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    library = tmp_path / "lib"
+    task = asyncio.create_task(make_pipeline(session, fake, library).run_track_job(
+        job("track", 1003), no_report))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert asyncio.get_running_loop().time() < deadline, "the decoder never started"
+        await asyncio.sleep(0.02)
+    pid = int(pid_file.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = asyncio.get_running_loop().time() + 5
+    while running(pid):
+        assert asyncio.get_running_loop().time() < deadline, "the decoder outlived its job"
+        await asyncio.sleep(0.02)
+    assert audio_files(library) == []
 
 
 async def test_disk_full_fails_with_disk_full(session: aiohttp.ClientSession,

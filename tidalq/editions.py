@@ -120,12 +120,17 @@ class Editions:
 
     async def publish(self, meta: TrackMeta, target: Path, edition: bool,
                       move: Callable[[Path], None]) -> Path:
-        """Run ``move(target)`` under the target's lock, after one last look; returns where
-        the file went."""
+        """Run ``move(target)`` under the lock of the target's folder, after one last look;
+        returns where the file went. Only the look and the rename need the lock: the
+        caller syncs the file before, and the folder after."""
         if len(self._locks) > MAX_IDLE_LOCKS:
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+
+        def look_and_move() -> Path:
+            to = target if edition or not holds_another_track(target, meta) \
+                else self.target(meta, target.suffix, True)
+            move(to)
+            return to
+
         async with self._locks.setdefault(target.parent, asyncio.Lock()):
-            if not edition and await asyncio.to_thread(holds_another_track, target, meta):
-                target = self.target(meta, target.suffix, True)
-            await asyncio.to_thread(move, target)
-        return target
+            return await asyncio.to_thread(look_and_move)

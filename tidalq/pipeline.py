@@ -133,10 +133,24 @@ class AlbumFailed(DownloadError):
 def publish(staging: Path, target: Path, check_lease: Callable[[], None] = lambda: None
             ) -> None:
     """Durably move a verified staging file into place, if the attempt still holds its
-    lease at the last moment. A target on another filesystem gets a copy beside it first,
-    so the final step is always one rename."""
-    with staging.open("rb+") as fh:
+    lease at the last moment: :func:`sync_file`, :func:`move_into_place`, then
+    :func:`fsync_dir` of the target's folder."""
+    sync_file(staging)
+    move_into_place(staging, target, check_lease)
+    fsync_dir(target.parent)
+
+
+def sync_file(path: Path) -> None:
+    """The file's bytes on disk, so that the rename that publishes it never publishes a
+    file a power cut would leave empty."""
+    with path.open("rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def move_into_place(staging: Path, target: Path, check_lease: Callable[[], None]) -> None:
+    """Rename a synced staging file onto ``target``, if the lease still holds. A target
+    on another filesystem gets a copy beside it first, so the final step is always one
+    rename. Durable once the target's folder is synced."""
     target.parent.mkdir(parents=True, exist_ok=True)
     check_lease()
     try:
@@ -145,7 +159,6 @@ def publish(staging: Path, target: Path, check_lease: Callable[[], None] = lambd
         if exc.errno != errno.EXDEV:
             raise
         _publish_across_filesystems(staging, target, check_lease)
-    fsync_dir(target.parent)
 
 
 def _publish_across_filesystems(staging: Path, target: Path,
@@ -498,14 +511,17 @@ class Pipeline:
             data = tags.TagData(req.meta, served.quality.value, served.replay_gain, cover,
                                 lyrics.text if lyrics else None, req.musicbrainz)
             parsed = await asyncio.to_thread(tags.write_tags, staging, data)
-            facts = await verify.verify(staging, req.meta.duration_s, parsed)
+            # the bytes go to disk while the decoder reads them from the page cache
+            facts, _ = await asyncio.gather(verify.verify(staging, req.meta.duration_s, parsed),
+                                            asyncio.to_thread(sync_file, staging))
             if await self._same_audio(req, target, facts):
                 staging.unlink()
                 return await self._skipped(target, served.quality)
             size = staging.stat().st_size
             target = await self.editions.publish(
                 req.meta, target, req.edition,
-                lambda to: publish(staging, to, req.attempt.check_lease))
+                lambda to: move_into_place(staging, to, req.attempt.check_lease))
+            await asyncio.to_thread(fsync_dir, target.parent)
             await self._extras(target, req.meta, cover, lyrics.synced if lyrics else None)
         except DownloadError as exc:
             raise _naming_the_track(exc, staging, target) from None

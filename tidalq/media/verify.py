@@ -3,12 +3,21 @@
 Checks, in order: the container parses (mutagen), the codec matches the extension, the
 duration is within tolerance of the API's, and — when the programs are on PATH — a full
 decode (``flac -t`` for FLAC, ``ffmpeg -v error -f null`` otherwise).
+
+Decoders are started and waited for on a small pool of threads of their own, as many as
+the machine has cores: a decode is CPU work, more at once would only queue in the kernel,
+and the event loop neither forks nor starts a thread per child.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +42,21 @@ class AudioFacts:
 def available_checks() -> list[str]:
     """What this machine can verify beyond parsing (said at daemon start-up)."""
     checks = ["container", "codec", "duration"]
-    if shutil.which("flac"):
+    if _which("flac"):
         checks.append("flac -t")
-    if shutil.which("ffmpeg"):
+    if _which("ffmpeg"):
         checks.append("ffmpeg decode")
     return checks
+
+
+def _which(program: str) -> str | None:
+    return _which_on(program, os.environ.get("PATH", os.defpath))
+
+
+@functools.lru_cache(maxsize=16)
+def _which_on(program: str, search_path: str) -> str | None:
+    """``shutil.which``, asked once per PATH: it stats every folder of PATH."""
+    return shutil.which(program, path=search_path)
 
 
 def probe(path: Path) -> AudioFacts:
@@ -61,36 +80,76 @@ def facts_of(audio: FLAC | MP4) -> AudioFacts:
 
 def can_decode(path: Path) -> bool:
     """Whether a full decode of ``path`` is possible here (flac or ffmpeg on PATH)."""
-    return bool(path.suffix == ".flac" and shutil.which("flac")) or bool(shutil.which("ffmpeg"))
+    return _decoder_args(path) is not None
 
 
 def duration_ok(actual_s: float, expected_s: float) -> bool:
     return expected_s <= 0 or abs(actual_s - expected_s) <= max(2.0, expected_s * 0.02)
 
 
+def _decoder_args(path: Path) -> list[str] | None:
+    if path.suffix == ".flac" and (flac := _which("flac")):
+        return [flac, "-t", "-s", str(path)]
+    if ffmpeg := _which("ffmpeg"):
+        return [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
+    return None
+
+
+@functools.cache
+def _decoders() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="tidalq-decode")
+
+
+class _Decoder:
+    """One decoder process, run to its end on a decode thread; ``kill`` stops it from the
+    event loop (a cancelled job), before or after it started."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._killed = False
+        self._lock = threading.Lock()
+
+    def run(self) -> tuple[int, str]:
+        """(exit status, what it printed on stderr); -1 when it was killed first."""
+        with self._lock:
+            if self._killed:
+                return -1, "cancelled"
+            self._proc = proc = subprocess.Popen(
+                self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE)
+        try:
+            _, err = proc.communicate(timeout=DECODE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return -1, f"no end after {DECODE_TIMEOUT_S}s"
+        return proc.returncode, err.decode(errors="replace").strip()
+
+    def kill(self) -> None:
+        with self._lock:
+            self._killed = True
+            if self._proc is not None:
+                self._proc.kill()  # a no-op once the process was reaped
+
+
 async def _decode(path: Path) -> None:
-    if path.suffix == ".flac" and shutil.which("flac"):
-        args = ["flac", "-t", "-s", str(path)]
-    elif shutil.which("ffmpeg"):
-        args = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
-    else:
+    args = _decoder_args(path)
+    if args is None:
         return
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
+    decoder = _Decoder(args)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), DECODE_TIMEOUT_S)
-    except BaseException:
-        proc.kill()
-        await proc.wait()
+        status, problems = await asyncio.get_running_loop().run_in_executor(_decoders(),
+                                                                            decoder.run)
+    except asyncio.CancelledError:
+        decoder.kill()
         raise
-    problems = err.decode(errors="replace").strip()
-    if path.suffix == ".flac":
+    if path.suffix == ".flac" and args[1] == "-t":
         # flac warns (exit 0) about an unset MD5, which DASH-remuxed files legitimately have
-        problems = "\n".join(line for line in problems.splitlines()
-                             if "MD5 signature" not in line and "WARNING" not in line.upper())
-        if proc.returncode == 0:
-            problems = ""
-    if proc.returncode != 0 or problems:
+        problems = "" if status == 0 else "\n".join(
+            line for line in problems.splitlines()
+            if "MD5 signature" not in line and "WARNING" not in line.upper())
+    if status != 0 or problems:
         raise IntegrityFailed(f"{path.name} failed a full decode: {problems[:300]}")
 
 
