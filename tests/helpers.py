@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -113,13 +115,15 @@ class DaemonProcess:
         self.env["XDG_CONFIG_HOME"] = str(workdir / "no-config")
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.wrapper: list[str] = []  # e.g. ["unshare", "--pid", "--fork"]
+        self.wrapper: list[str] = []  # e.g. ["unshare", "--pid", "--fork"]: in its group
 
     def start(self, wait: bool = True, **popen: object) -> None:
         log = self.log_path.open("ab")
+        # a session of its own: stop() kills a wrapper's children with it
         self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "tidalq", "daemon"],
                                      cwd=repo_root(), env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     **popen)  # type: ignore[call-overload]
         log.close()
         if wait:
             wait_until(self.ready, 20, f"daemon socket {self.socket}")
@@ -151,9 +155,13 @@ class DaemonProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        """Kill the daemon and whatever its wrapper started (``unshare --fork`` leaves its
+        child running when killed itself)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
