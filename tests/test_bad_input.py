@@ -23,6 +23,7 @@ from tests.test_pipeline import audio_files, job, make_pipeline, no_report
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
 from tidalq.errors import ConfigError, IntegrityFailed, ManifestError
+from tidalq.jsontext import loads_repaired
 from tidalq.media.remux import FlacRemuxer
 from tidalq.models import now_ms
 from tidalq.store.memory import MemoryStore
@@ -158,6 +159,22 @@ async def test_a_lone_surrogate_from_the_upstream_is_repaired(tmp_path: Path,
         assert "result" in await rpc(sock, "queue.list")
     finally:
         await daemon.shutdown()
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b'{"t": "bad \\ud800 text"}', {"t": "bad \ufffd text"}),
+    (b'{"t": "bad \xed\xa0\x80 text"}', {"t": "bad \ufffd text"}),
+    ('{"t": "bad \\udfff"}', {"t": "bad \ufffd"}),
+    ('{"t": "pair \\ud83d\\ude00"}'.encode("utf-16"), {"t": "pair \U0001f600"}),
+    ('{"t": "bad \ud800"}'.encode("utf-16-le", "surrogatepass"), {"t": "bad \ufffd"}),
+    (b'{"n": 1e999, "m": -1e999, "k": NaN, "i": Infinity, "f": 1.5}',
+     {"n": None, "m": None, "k": None, "i": None, "f": 1.5}),
+    (b'{"fine": ["plain", 1, 2.5, {"\\u00e9": true}]}',
+     {"fine": ["plain", 1, 2.5, {"\u00e9": True}]}),
+])
+def test_upstream_json_is_repaired_whatever_its_form(raw: str | bytes, expected: Any) -> None:
+    assert loads_repaired(raw) == expected
+    assert json.dumps(loads_repaired(raw), ensure_ascii=False).encode()  # sendable back out
 
 
 def test_markup_in_titles_and_errors_is_printed_literally(make_daemon: Any) -> None:

@@ -35,6 +35,7 @@ def holds_another_track(target: Path, meta: TrackMeta) -> bool:
 
 
 MAX_IDLE_LOCKS = 4096
+MAX_REMEMBERED_TARGETS = 4096
 
 
 class Editions:
@@ -45,9 +46,19 @@ class Editions:
         self.template = template
         self._running: dict[Path, Counter[int | None]] = {}
         self._locks: dict[Path, asyncio.Lock] = {}
+        self._targets: dict[tuple[TrackMeta, str, bool], Path] = {}
 
     def target(self, meta: TrackMeta, extension: str, edition: bool) -> Path:
-        return paths.target_path(self.library, self.template, meta, extension, edition=edition)
+        """Where the track goes; rendered once (a track's path is asked for several times
+        on its way, and rendering sanitises every component)."""
+        key = (meta, extension, edition)
+        path = self._targets.get(key)
+        if path is None:
+            if len(self._targets) >= MAX_REMEMBERED_TARGETS:
+                self._targets.clear()
+            path = self._targets[key] = paths.target_path(self.library, self.template, meta,
+                                                          extension, edition=edition)
+        return path
 
     def _folder(self, meta: TrackMeta, extension: str) -> Path:
         return self.target(meta, extension, False).parent

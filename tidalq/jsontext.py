@@ -14,6 +14,9 @@ import re
 from typing import Any
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# where a surrogate can come from in JSON text: an escape, or (bytes) its UTF-8-like form
+_SURROGATE_SOURCE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE_SOURCE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 class BadJson(ValueError):
@@ -40,9 +43,23 @@ def loads_strict(text: str | bytes) -> Any:
 
 
 def loads_repaired(text: str | bytes) -> Any:
-    """Parse an upstream's JSON, replacing what cannot be stored (see the module doc)."""
-    value = json.loads(text, parse_constant=lambda name: None)
-    return repair(value)
+    """Parse an upstream's JSON, replacing what cannot be stored (see the module doc).
+    Most answers hold no surrogate at all: only those are walked to repair strings."""
+    value = json.loads(text, parse_constant=lambda name: None, parse_float=_finite_or_none)
+    return repair(value) if _may_hold_surrogates(text) else value
+
+
+def _may_hold_surrogates(text: str | bytes) -> bool:
+    if isinstance(text, str):
+        return _SURROGATE_SOURCE.search(text) is not None
+    if json.detect_encoding(text) != "utf-8":
+        return True  # UTF-16 or -32 can carry a lone surrogate as it is: walk it
+    return _SURROGATE_SOURCE_BYTES.search(text) is not None
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def repair(value: Any) -> Any:
