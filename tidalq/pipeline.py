@@ -2,10 +2,11 @@
 
 One track: resolve metadata and the stream → decide the target path → apply the conflict
 policy (an identical file means no download at all) → stream into staging on the
-library's filesystem (DASH remuxed to FLAC) → tag → verify → publish (fsync, ``os.replace``,
-fsync the directory). One album: its tracks through the same steps, several at once within
-the daemon's download slots; publishing is per track and additive; a retry skips the
-tracks already done.
+library's filesystem (DASH remuxed to FLAC) → tag and fsync → verify → publish
+(``os.replace``, then one fsync of the folder for the track, its ``.lrc`` and the album's
+``cover.jpg``). One album: its tracks through the same steps, several at once within the
+daemon's download slots; publishing is per track and additive; a retry skips the tracks
+already done.
 """
 
 from __future__ import annotations
@@ -130,16 +131,6 @@ class AlbumFailed(DownloadError):
         self.tracks = tracks
 
 
-def publish(staging: Path, target: Path, check_lease: Callable[[], None] = lambda: None
-            ) -> None:
-    """Durably move a verified staging file into place, if the attempt still holds its
-    lease at the last moment: :func:`sync_file`, :func:`move_into_place`, then
-    :func:`fsync_dir` of the target's folder."""
-    sync_file(staging)
-    move_into_place(staging, target, check_lease)
-    fsync_dir(target.parent)
-
-
 def sync_file(path: Path) -> None:
     """The file's bytes on disk, so that the rename that publishes it never publishes a
     file a power cut would leave empty."""
@@ -185,10 +176,17 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_atomically(target: Path, data: bytes, staging_dir: Path) -> None:
+    place_bytes(target, data, staging_dir)
+    fsync_dir(target.parent)
+
+
+def place_bytes(target: Path, data: bytes, staging_dir: Path) -> None:
+    """Write ``data`` whole to ``target`` by rename; durable once the folder is synced."""
     staging_dir.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir / f"{secrets.token_hex(8)}.tmp{target.suffix}"
     tmp.write_bytes(data)
-    publish(tmp, target)
+    sync_file(tmp)
+    move_into_place(tmp, target, lambda: None)
 
 
 def _naming_the_track(exc: DownloadError, staging: Path, target: Path) -> DownloadError:
@@ -462,10 +460,7 @@ class Pipeline:
             if await self._already_there(req, target, served.quality):
                 return await self._skipped(target, served.quality)
         staging = self.staging_dir / f"{req.attempt.key}-{meta.id}.part{extension}"
-        result = await self._download_and_publish(req, served, staging, target, on_progress)
-        replaced = await asyncio.to_thread(self._drop_other_versions, Path(result["path"]),
-                                           meta)
-        return {**result, "replaced": replaced}
+        return await self._download_and_publish(req, served, staging, target, on_progress)
 
     def _other_versions(self, target: Path, meta: TrackMeta) -> list[tuple[Path, Quality]]:
         """This track's files beside ``target`` in the other container (.m4a/.flac)."""
@@ -510,19 +505,17 @@ class Pipeline:
             cover, lyrics = extras
             data = tags.TagData(req.meta, served.quality.value, served.replay_gain, cover,
                                 lyrics.text if lyrics else None, req.musicbrainz)
-            parsed = await asyncio.to_thread(tags.write_tags, staging, data)
-            # the bytes go to disk while the decoder reads them from the page cache
-            facts, _ = await asyncio.gather(verify.verify(staging, req.meta.duration_s, parsed),
-                                            asyncio.to_thread(sync_file, staging))
+            parsed, size = await asyncio.to_thread(self._tag_and_sync, staging, data)
+            facts = await verify.verify(staging, req.meta.duration_s, parsed)
             if await self._same_audio(req, target, facts):
                 staging.unlink()
-                return await self._skipped(target, served.quality)
-            size = staging.stat().st_size
+                replaced = await asyncio.to_thread(self._drop_other_versions, target, req.meta)
+                return {**await self._skipped(target, served.quality), "replaced": replaced}
             target = await self.editions.publish(
                 req.meta, target, req.edition,
                 lambda to: move_into_place(staging, to, req.attempt.check_lease))
-            await asyncio.to_thread(fsync_dir, target.parent)
-            await self._extras(target, req.meta, cover, lyrics.synced if lyrics else None)
+            replaced = await asyncio.to_thread(self._settle_in, target, req.meta, cover,
+                                               lyrics.synced if lyrics else None)
         except DownloadError as exc:
             raise _naming_the_track(exc, staging, target) from None
         except OSError as exc:
@@ -531,7 +524,15 @@ class Pipeline:
             staging.unlink(missing_ok=True)  # this attempt's own file: no one else's
         return {"path": str(target), "quality": served.quality.value, "codec": facts.codec,
                 "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate, "bytes": size,
-                "skipped": False, "keptBetter": False}
+                "skipped": False, "keptBetter": False, "replaced": replaced}
+
+    @staticmethod
+    def _tag_and_sync(staging: Path, data: tags.TagData) -> tuple[verify.AudioFacts, int]:
+        """Tag the staging file and put it on disk (one trip off the loop); returns what
+        tagging parsed of the stream, and the file's size."""
+        facts = tags.write_tags(staging, data)
+        sync_file(staging)
+        return facts, staging.stat().st_size
 
     async def _fetch_fresh(self, req: TrackRequest, served: Served, staging: Path,
                            on_progress: Progress) -> Served:
@@ -588,12 +589,16 @@ class Pipeline:
             self._covers.popitem(last=False)
         return data
 
-    async def _extras(self, target: Path, meta: TrackMeta, cover: bytes | None,
-                      synced: str | None) -> None:
-        staging = self.staging_dir
+    def _settle_in(self, target: Path, meta: TrackMeta, cover: bytes | None,
+                   synced: str | None) -> str | None:
+        """After the audio file is renamed into place: the album's ``cover.jpg`` if it has
+        none, the ``.lrc`` beside the track, the old version of an upgraded track gone, and
+        one sync of the folder for all of it. Returns the path of the version replaced."""
         if cover and not (target.parent / "cover.jpg").exists():
-            await asyncio.to_thread(write_atomically, target.parent / "cover.jpg", cover, staging)
+            place_bytes(target.parent / "cover.jpg", cover, self.staging_dir)
         if synced:
-            lrc = target.with_suffix(".lrc")
             text = synced if synced.endswith("\n") else synced + "\n"
-            await asyncio.to_thread(write_atomically, lrc, text.encode(), staging)
+            place_bytes(target.with_suffix(".lrc"), text.encode(), self.staging_dir)
+        replaced = self._drop_other_versions(target, meta)
+        fsync_dir(target.parent)
+        return replaced
