@@ -14,6 +14,7 @@ import pytest
 from mutagen.flac import FLAC
 from mutagen.mp4 import MP4
 
+from tests.helpers import running
 from tidalq.config import load_settings
 from tidalq.errors import (
     DiskFull,
@@ -55,14 +56,6 @@ def job(kind: str, tidal_id: int, quality: Quality = Quality.LOSSLESS,
 def audio_files(library: Path) -> list[Path]:
     return sorted(p for p in library.rglob("*") if p.suffix in (".flac", ".m4a")
                   and ".tidalq" not in p.parts)
-
-
-def running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def flac_ok(path: Path) -> None:

@@ -4,9 +4,10 @@ Checks, in order: the container parses (mutagen), the codec matches the extensio
 duration is within tolerance of the API's, and — when the programs are on PATH — a full
 decode (``flac -t`` for FLAC, ``ffmpeg -v error -f null`` otherwise).
 
-Decoders are started and waited for on a small pool of threads of their own, as many as
-the machine has cores: a decode is CPU work, more at once would only queue in the kernel,
-and the event loop neither forks nor starts a thread per child.
+The decode runs in a program of its own, never in the daemon: a file crafted to crash a
+decoder crashes that program only. Decoders are started and waited for on a small pool of
+threads, as many as the machine has cores (a decode is CPU work: more at once would only
+queue for the cores), so the event loop neither forks nor starts a thread per child.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def _decoders() -> ThreadPoolExecutor:
 
 class _Decoder:
     """One decoder process, run to its end on a decode thread; ``kill`` stops it from the
-    event loop (a cancelled job), before or after it started."""
+    event loop (a cancelled job, a decode past its time), before or after it started."""
 
     def __init__(self, args: list[str]) -> None:
         self.args = args
@@ -118,12 +119,8 @@ class _Decoder:
             self._proc = proc = subprocess.Popen(
                 self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE)
-        try:
-            _, err = proc.communicate(timeout=DECODE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return -1, f"no end after {DECODE_TIMEOUT_S}s"
+        # no timeout here: Popen's timed wait polls with sleeps; kill() ends a long decode
+        _, err = proc.communicate()
         return proc.returncode, err.decode(errors="replace").strip()
 
     def kill(self) -> None:
@@ -138,9 +135,12 @@ async def _decode(path: Path) -> None:
     if args is None:
         return
     decoder = _Decoder(args)
+    running = asyncio.get_running_loop().run_in_executor(_decoders(), decoder.run)
     try:
-        status, problems = await asyncio.get_running_loop().run_in_executor(_decoders(),
-                                                                            decoder.run)
+        status, problems = await asyncio.wait_for(running, DECODE_TIMEOUT_S)
+    except TimeoutError:
+        decoder.kill()
+        status, problems = -1, f"no end after {DECODE_TIMEOUT_S}s"
     except asyncio.CancelledError:
         decoder.kill()
         raise
@@ -150,7 +150,8 @@ async def _decode(path: Path) -> None:
             line for line in problems.splitlines()
             if "MD5 signature" not in line and "WARNING" not in line.upper())
     if status != 0 or problems:
-        raise IntegrityFailed(f"{path.name} failed a full decode: {problems[:300]}")
+        raise IntegrityFailed(f"{path.name} failed a full decode: "
+                              f"{problems[:300] or f'exit status {status}'}")
 
 
 async def verify(path: Path, expected_duration_s: float,

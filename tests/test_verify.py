@@ -1,0 +1,124 @@
+"""Verification refuses broken FLAC files (a flipped byte, a wrong MD5, a stream cut at a
+frame boundary with no MD5 to give it away, garbage); decoder programs are killed when
+their job is cancelled or their time is up."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import running
+from tidalq.errors import IntegrityFailed
+from tidalq.media import flac, verify
+from tidalq.testing import media
+
+STREAM = media.FlacStream.for_duration(media.CD, 3, 11)
+
+
+def write(path: Path, info: flac.StreamInfo, frames: list[bytes]) -> Path:
+    path.write_bytes(flac.MAGIC + flac.metadata_block(flac.STREAMINFO, info.pack(), True)
+                     + b"".join(frames))
+    return path
+
+
+def good(path: Path) -> Path:
+    return write(path, STREAM.streaminfo(), list(STREAM.frames()))
+
+
+def flipped_byte(path: Path) -> Path:
+    good(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    return path
+
+
+def wrong_md5(path: Path) -> Path:
+    info = dataclasses.replace(STREAM.streaminfo(), md5=bytes(range(16)))
+    return write(path, info, list(STREAM.frames()))
+
+
+def cut_at_a_frame_without_md5(path: Path) -> Path:
+    info = dataclasses.replace(STREAM.streaminfo(), md5=bytes(16))
+    return write(path, info, list(STREAM.frames())[:-3])
+
+
+def garbage_after_the_header(path: Path) -> Path:
+    return write(path, STREAM.streaminfo(), [os.urandom(50_000)])
+
+
+BROKEN: list[Callable[[Path], Path]] = [flipped_byte, wrong_md5, cut_at_a_frame_without_md5,
+                                        garbage_after_the_header]
+
+
+def flac_t_passes(path: Path) -> bool:
+    return subprocess.run(["flac", "-t", "-s", str(path)], capture_output=True).returncode == 0
+
+
+async def test_the_good_file_passes(tmp_path: Path) -> None:
+    path = good(tmp_path / "good.flac")
+    assert flac_t_passes(path)
+    assert (await verify.verify(path, STREAM.duration_s)).md5 == STREAM.md5()
+
+
+@pytest.mark.parametrize("make", BROKEN, ids=lambda f: f.__name__)
+async def test_verify_refuses_a_broken_file(tmp_path: Path, make: Callable[[Path], Path]
+                                            ) -> None:
+    path = make(tmp_path / "broken.flac")
+    assert not flac_t_passes(path)
+    with pytest.raises(IntegrityFailed, match=r"broken\.flac failed a full decode"):
+        await verify.verify(path, 0)
+
+
+def slow_program(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A decoder named ``name`` on PATH that never ends; it writes its pid to the file
+    returned."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    pid_file = tmp_path / f"{name}.pid"
+    program = bin_dir / name
+    program.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return pid_file
+
+
+async def started_pid(pid_file: Path) -> int:
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert asyncio.get_running_loop().time() < deadline, "the decoder never started"
+        await asyncio.sleep(0.02)
+    return int(pid_file.read_text())
+
+
+async def ended(pid: int) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while running(pid):
+        assert asyncio.get_running_loop().time() < deadline, "the decoder outlived its job"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_decoder_past_its_time_is_killed_and_the_file_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = slow_program(tmp_path, "flac", monkeypatch)
+    monkeypatch.setattr(verify, "DECODE_TIMEOUT_S", 1.0)
+    with pytest.raises(IntegrityFailed, match="no end after"):
+        await verify.verify(good(tmp_path / "good.flac"), STREAM.duration_s)
+    await ended(await started_pid(pid_file))
+
+
+async def test_a_cancelled_verification_kills_its_decoder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = slow_program(tmp_path, "flac", monkeypatch)
+    task = asyncio.create_task(verify.verify(good(tmp_path / "good.flac"), STREAM.duration_s))
+    pid = await started_pid(pid_file)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await ended(pid)
