@@ -115,6 +115,7 @@ class DaemonProcess:
         self.env["XDG_CONFIG_HOME"] = str(workdir / "no-config")
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._own_session = False  # set by start(); a test may set proc itself
         self.wrapper: list[str] = []  # e.g. ["unshare", "--pid", "--fork"]: in its group
 
     def start(self, wait: bool = True, **popen: object) -> None:
@@ -124,6 +125,7 @@ class DaemonProcess:
                                      cwd=repo_root(), env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      **popen)  # type: ignore[call-overload]
+        self._own_session = True
         log.close()
         if wait:
             wait_until(self.ready, 20, f"daemon socket {self.socket}")
@@ -155,12 +157,15 @@ class DaemonProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        """Kill the daemon and whatever its wrapper started (``unshare --fork`` leaves its
-        child running when killed itself)."""
+        """Kill the daemon, and whatever its wrapper started (``unshare --fork`` leaves its
+        child running when killed itself) when start() gave it a session of its own."""
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self._own_session:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        elif self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait(10)
 
     def log(self) -> str:
