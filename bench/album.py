@@ -10,6 +10,12 @@ to completed (album 300: 210 tracks of about 0.7 MB; the 500-track playlist), an
 ``per_track_overhead_ms`` is what a track costs tidalq beyond curl's time for its bytes
 (API calls, tagging, verification, fsync, rename). One JSON line per kind per run, and
 with ``--runs`` above 1 a line of medians per kind.
+
+tidalq decodes every file whole before publishing it (``flac -t``); curl checks nothing.
+So that the floor this sets is in view, the same run times ``flac -t`` over curl's files,
+one process per core (``flac_t_s``), and prints the ratio to curl followed by that test
+(``ratio_to_curl_then_flac_t``): what a user fetching with curl would run to know the
+files are whole.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -104,10 +111,22 @@ def curl_seconds(url: str, out: Path, track_ids: list[int]) -> float:
     return seconds
 
 
-def line(kind: str, tracks: int, ours: float, theirs: float) -> dict[str, object]:
+def flac_t_seconds(folder: Path) -> float:
+    """``flac -t`` over every file in ``folder``, a process per core, 16 files each."""
+    files = b"\0".join(bytes(p) for p in sorted(folder.iterdir()))
+    began = time.perf_counter()
+    subprocess.run(["xargs", "-0", "-P", str(os.cpu_count() or 2), "-n", "16", "flac", "-t",
+                    "-s"], input=files, check=True)
+    return time.perf_counter() - began
+
+
+def line(kind: str, tracks: int, ours: float, theirs: float, test: float
+         ) -> dict[str, object]:
     return {"bench": "album", "kind": kind, "tracks": tracks, "tidalq_s": round(ours, 2),
             "curl_s": round(theirs, 2), "ratio": round(ours / theirs, 2),
-            "per_track_overhead_ms": round((ours - theirs) / tracks * 1000, 1)}
+            "per_track_overhead_ms": round((ours - theirs) / tracks * 1000, 1),
+            "flac_t_s": round(test, 2),
+            "ratio_to_curl_then_flac_t": round(ours / (theirs + test), 2)}
 
 
 async def main() -> None:
@@ -116,7 +135,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     catalog = Catalog()
-    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
+    results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in KINDS}
     with tempfile.TemporaryDirectory(prefix="tidalq-album-") as tmp, \
             fake_upstream(Path(tmp) / "media") as url:
         for kind, (_, albums) in KINDS.items():  # the fake makes its files on first request
@@ -129,15 +148,17 @@ async def main() -> None:
                 work.mkdir()
                 ours = await tidalq_seconds(url, work, spec)
                 theirs = await asyncio.to_thread(curl_seconds, url, work / "curl", ids)
-                results[kind].append((ours, theirs))
-                print(json.dumps(line(kind, len(ids), ours, theirs)), flush=True)
+                test = await asyncio.to_thread(flac_t_seconds, work / "curl")
+                results[kind].append((ours, theirs, test))
+                print(json.dumps(line(kind, len(ids), ours, theirs, test)), flush=True)
         if args.runs > 1:
             for kind, pairs in results.items():
                 tracks = len([t for a in KINDS[kind][1] for t in catalog.albums[a].tracks])
                 ours = statistics.median(p[0] for p in pairs)
                 theirs = statistics.median(p[1] for p in pairs)
-                print(json.dumps({**line(kind, tracks, ours, theirs), "median_of": len(pairs)}),
-                      flush=True)
+                test = statistics.median(p[2] for p in pairs)
+                print(json.dumps({**line(kind, tracks, ours, theirs, test),
+                                  "median_of": len(pairs)}), flush=True)
 
 
 if __name__ == "__main__":

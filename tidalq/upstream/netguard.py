@@ -51,6 +51,7 @@ class AddressPolicy:
     """Which kinds of address the configured upstreams make acceptable."""
 
     def __init__(self, upstream_urls: tuple[str, ...] | list[str]) -> None:
+        self._literals: dict[str, Address | None] = {}
         self.allowed = {"public"}
         for url in upstream_urls:
             host = urlsplit(url).hostname or ""
@@ -59,19 +60,34 @@ class AddressPolicy:
             if kind != "forbidden":
                 self.allowed.add(kind)
 
-    def check_address(self, address: Address, url_or_host: str) -> None:
+    def check_address(self, address: Address, url_or_host: object) -> None:
         kind = _kind(address)
         if kind not in self.allowed:
             raise ManifestError(f"refusing to connect to {address} ({kind} address) for "
-                                f"{url_or_host.split('?')[0]}: no configured upstream is there")
+                                f"{str(url_or_host).split('?')[0]}: no configured upstream "
+                                "is there")
 
     def check_url(self, url: str) -> None:
-        host = urlsplit(url).hostname or ""
-        address = _address(host)
+        self.check_host(urlsplit(url).hostname or "", url)
+
+    def check_host(self, host: str, url: object) -> None:
+        """Refuse an address literal (or ``localhost``) of a kind no upstream is at; a name
+        is left to the resolver."""
+        address = self._literal(host)
         if address is not None:
             self.check_address(address, url)
-        elif host == "localhost" or host.endswith(".localhost"):
-            self.check_address(ipaddress.ip_address("127.0.0.1"), url)
+
+    def _literal(self, host: str) -> Address | None:
+        """The address ``host`` stands for without resolving; parsed once per host (every
+        request of every track asks)."""
+        if host not in self._literals:
+            if len(self._literals) >= 1024:
+                self._literals.clear()
+            address = _address(host)
+            if address is None and (host == "localhost" or host.endswith(".localhost")):
+                address = ipaddress.ip_address("127.0.0.1")
+            self._literals[host] = address
+        return self._literals[host]
 
     def trace_config(self) -> aiohttp.TraceConfig:
         """Checks address literals (which aiohttp dials without resolving) per request."""
@@ -79,7 +95,7 @@ class AddressPolicy:
 
         async def on_start(session: aiohttp.ClientSession, context: SimpleNamespace,
                            params: aiohttp.TraceRequestStartParams) -> None:
-            self.check_url(str(params.url))
+            self.check_host(params.url.host or "", params.url)
 
         trace.on_request_start.append(on_start)
         return trace
