@@ -425,10 +425,10 @@ class SqliteStore(JobStore):
                               titles: Titles | None = None) -> LeaseState:
         progress = check_progress(progress)
         titles = check_titles(titles)
-        if track_progress is not None:
-            check_size(track_progress, "trackProgress")
 
         def fn(conn: sqlite3.Connection) -> LeaseState:
+            if track_progress is not None:  # on the store's thread: an album's is large
+                check_size(track_progress, "trackProgress")
             try:
                 job = self._load(conn, job_id)
             except JobNotFound:
