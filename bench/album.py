@@ -16,6 +16,9 @@ So that the floor this sets is in view, the same run times ``flac -t`` over curl
 one process per core (``flac_t_s``), and prints the ratio to curl followed by that test
 (``ratio_to_curl_then_flac_t``): what a user fetching with curl would run to know the
 files are whole.
+
+Each timed section starts with ``sync``: curl leaves its files to the kernel's writeback,
+and the ``fsync`` of the next section would otherwise pay for writing them out.
 """
 
 from __future__ import annotations
@@ -146,7 +149,9 @@ async def main() -> None:
                 ids = [t.id for a in albums for t in catalog.albums[a].tracks]
                 work = Path(tmp) / f"{kind}{run}"
                 work.mkdir()
+                os.sync()  # no writeback left over from the last section in this one
                 ours = await tidalq_seconds(url, work, spec)
+                os.sync()
                 theirs = await asyncio.to_thread(curl_seconds, url, work / "curl", ids)
                 test = await asyncio.to_thread(flac_t_seconds, work / "curl")
                 results[kind].append((ours, theirs, test))
