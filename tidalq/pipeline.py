@@ -594,11 +594,12 @@ class Pipeline:
         """After the audio file is renamed into place: the album's ``cover.jpg`` if it has
         none, the ``.lrc`` beside the track, the old version of an upgraded track gone, and
         one sync of the folder for all of it. Returns the path of the version replaced."""
-        if cover and not (target.parent / "cover.jpg").exists():
-            place_bytes(target.parent / "cover.jpg", cover, self.staging_dir)
-        if synced:
-            text = synced if synced.endswith("\n") else synced + "\n"
-            place_bytes(target.with_suffix(".lrc"), text.encode(), self.staging_dir)
-        replaced = self._drop_other_versions(target, meta)
-        fsync_dir(target.parent)
-        return replaced
+        try:
+            if cover and not (target.parent / "cover.jpg").exists():
+                place_bytes(target.parent / "cover.jpg", cover, self.staging_dir)
+            if synced:
+                text = synced if synced.endswith("\n") else synced + "\n"
+                place_bytes(target.with_suffix(".lrc"), text.encode(), self.staging_dir)
+            return self._drop_other_versions(target, meta)
+        finally:
+            fsync_dir(target.parent)  # the track's rename is durable even if an extra failed
