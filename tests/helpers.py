@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -222,3 +224,32 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):  # gone, or going while read
         return False
+
+
+def slow_decoder(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A decoder named ``name`` on PATH that never ends; it writes its pid to the file
+    returned."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    pid_file = tmp_path / f"{name}.pid"
+    program = bin_dir / name
+    program.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return pid_file
+
+
+async def started_pid(pid_file: Path) -> int:
+    """The pid a :func:`slow_decoder` wrote once it started."""
+    async def written() -> bool:
+        return pid_file.exists() and bool(pid_file.read_text().strip())
+
+    await await_until(written, 10, "the decoder to start")
+    return int(pid_file.read_text())
+
+
+async def decoder_ended(pid: int) -> None:
+    async def gone() -> bool:
+        return not running(pid)
+
+    await await_until(gone, 5, "the decoder to be killed with its job")

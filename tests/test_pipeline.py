@@ -14,7 +14,7 @@ import pytest
 from mutagen.flac import FLAC
 from mutagen.mp4 import MP4
 
-from tests.helpers import running
+from tests.helpers import decoder_ended, slow_decoder, started_pid
 from tidalq.config import load_settings
 from tidalq.errors import (
     DiskFull,
@@ -275,28 +275,15 @@ async def test_cancel_stops_the_download_within_a_second(session: aiohttp.Client
 async def test_cancel_during_the_decode_kills_the_decoder(session: aiohttp.ClientSession,
                                                         fake: RunningFake, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    pid_file = tmp_path / "decoder.pid"
-    slow_flac = bin_dir / "flac"
-    slow_flac.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
-    slow_flac.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    pid_file = slow_decoder(tmp_path, "flac", monkeypatch)
     library = tmp_path / "lib"
     task = asyncio.create_task(make_pipeline(session, fake, library).run_track_job(
         job("track", 1003), no_report))
-    deadline = asyncio.get_running_loop().time() + 10
-    while not (pid_file.exists() and pid_file.read_text().strip()):
-        assert asyncio.get_running_loop().time() < deadline, "the decoder never started"
-        await asyncio.sleep(0.02)
-    pid = int(pid_file.read_text())
+    pid = await started_pid(pid_file)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    deadline = asyncio.get_running_loop().time() + 5
-    while running(pid):
-        assert asyncio.get_running_loop().time() < deadline, "the decoder outlived its job"
-        await asyncio.sleep(0.02)
+    await decoder_ended(pid)
     assert audio_files(library) == []
 
 

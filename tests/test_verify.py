@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import running
+from tests.helpers import decoder_ended, slow_decoder, started_pid
 from tidalq.errors import IntegrityFailed
 from tidalq.media import flac, verify
 from tidalq.testing import media
@@ -76,49 +76,21 @@ async def test_verify_refuses_a_broken_file(tmp_path: Path, make: Callable[[Path
         await verify.verify(path, 0)
 
 
-def slow_program(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A decoder named ``name`` on PATH that never ends; it writes its pid to the file
-    returned."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    pid_file = tmp_path / f"{name}.pid"
-    program = bin_dir / name
-    program.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
-    program.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    return pid_file
-
-
-async def started_pid(pid_file: Path) -> int:
-    deadline = asyncio.get_running_loop().time() + 10
-    while not (pid_file.exists() and pid_file.read_text().strip()):
-        assert asyncio.get_running_loop().time() < deadline, "the decoder never started"
-        await asyncio.sleep(0.02)
-    return int(pid_file.read_text())
-
-
-async def ended(pid: int) -> None:
-    deadline = asyncio.get_running_loop().time() + 5
-    while running(pid):
-        assert asyncio.get_running_loop().time() < deadline, "the decoder outlived its job"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_decoder_past_its_time_is_killed_and_the_file_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pid_file = slow_program(tmp_path, "flac", monkeypatch)
+    pid_file = slow_decoder(tmp_path, "flac", monkeypatch)
     monkeypatch.setattr(verify, "DECODE_TIMEOUT_S", 1.0)
     with pytest.raises(IntegrityFailed, match="no end after"):
         await verify.verify(good(tmp_path / "good.flac"), STREAM.duration_s)
-    await ended(await started_pid(pid_file))
+    await decoder_ended(await started_pid(pid_file))
 
 
 async def test_a_cancelled_verification_kills_its_decoder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pid_file = slow_program(tmp_path, "flac", monkeypatch)
+    pid_file = slow_decoder(tmp_path, "flac", monkeypatch)
     task = asyncio.create_task(verify.verify(good(tmp_path / "good.flac"), STREAM.duration_s))
     pid = await started_pid(pid_file)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await ended(pid)
+    await decoder_ended(pid)
