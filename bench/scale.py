@@ -22,7 +22,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ import urllib.request
 
 from tidalq.models import JobSpec
 from tidalq.store import open_store
-from tidalq.testing.localservers import free_port, private_redis
+from tidalq.testing.localservers import free_port, installed_cli_env, private_redis
 
 
 async def fill(url: str, finished: int, queued: int) -> None:
@@ -59,12 +58,6 @@ def timed_runs(cmd: list[str], env: dict[str, str], runs: int) -> float:
     return round(statistics.median(times), 1)
 
 
-def installed_env() -> dict[str, str]:
-    """This environment, less what would make every CLI run compile tidalq's modules
-    again: a user's installed CLI starts from bytecode."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
 def dashboard_ms(port: int, runs: int) -> float:
     url = f"http://127.0.0.1:{port}/api/download-queue/dashboard"
     times = []
@@ -88,7 +81,7 @@ def measure(url: str, backend: str, args: argparse.Namespace, tmp: str) -> dict[
     asyncio.run(fill(url, args.finished, args.queued))
     fill_s = time.perf_counter() - began
     port, sock = free_port(), Path(tmp) / "run" / "tidalq.sock"
-    env = {**installed_env(), "TIDALQ_SOCKET": str(sock), "TIDALQ_STORE": url,
+    env = {**installed_cli_env(), "TIDALQ_SOCKET": str(sock), "TIDALQ_STORE": url,
            "TIDAL_DOWNLOADS": f"{tmp}/lib", "XDG_CONFIG_HOME": f"{tmp}/cfg"}
     daemon = subprocess.Popen([sys.executable, "-m", "tidalq", "daemon", "--no-workers",
                                "--http", f"127.0.0.1:{port}"], env=env,

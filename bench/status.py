@@ -18,7 +18,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ import tempfile
 import time
 
 from tidalq.client import DaemonClient
+from tidalq.testing.localservers import installed_cli_env
 
 
 def main() -> None:
@@ -35,9 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tidalq-status-") as tmp:
         sock = Path(tmp) / "run" / "tidalq.sock"
-        env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-               "TIDALQ_SOCKET": str(sock), "TIDALQ_STORE": f"sqlite:///{tmp}/q.db",
-               "TIDAL_DOWNLOADS": f"{tmp}/lib", "XDG_CONFIG_HOME": f"{tmp}/cfg"}
+        env = {**installed_cli_env(), "TIDALQ_SOCKET": str(sock),
+               "TIDALQ_STORE": f"sqlite:///{tmp}/q.db", "TIDAL_DOWNLOADS": f"{tmp}/lib",
+               "XDG_CONFIG_HOME": f"{tmp}/cfg"}
         daemon = subprocess.Popen([sys.executable, "-m", "tidalq", "daemon", "--no-workers"],
                                   env=env, stderr=subprocess.DEVNULL)
         try:

@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+
+def installed_cli_env() -> dict[str, str]:
+    """This environment, less what would make every CLI run compile tidalq's modules
+    again (``PYTHONDONTWRITEBYTECODE``): an installed CLI starts from its bytecode."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def free_port() -> int:
