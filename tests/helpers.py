@@ -106,6 +106,10 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class DaemonProcess:
     """``tidalq daemon`` in a real process, configured through its environment."""
 
@@ -149,6 +153,21 @@ class DaemonProcess:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
+
+    def cli_process(self, *args: str, **popen: Any) -> subprocess.Popen[str]:
+        """A running ``tidalq`` command that Ctrl-C (SIGINT) interrupts as at a terminal,
+        even when the tests run where SIGINT is ignored (a background job of a script):
+        an ignored signal stays ignored across exec, and Python then never raises
+        KeyboardInterrupt."""
+        return subprocess.Popen([sys.executable, "-m", "tidalq", *args], cwd=repo_root(),
+                                env=self.env, text=True, preexec_fn=_default_sigint,
+                                **popen)
+
+    def connections(self) -> int:
+        """Sockets bound to the daemon's socket path as the kernel lists them: the
+        listener and each connection it accepted."""
+        table = Path("/proc/net/unix").read_text().splitlines()
+        return sum(1 for line in table if line.endswith(" " + str(self.socket)))
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

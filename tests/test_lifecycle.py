@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import DaemonProcess, repo_root, wait_until
+from tests.helpers import DaemonProcess, wait_until
 from tests.test_daemon import rpc, start, submit
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
@@ -66,13 +66,10 @@ def test_clients_waiting_when_the_daemon_stops_hear_it_and_it_logs_no_traceback(
     d: DaemonProcess = make_daemon()
     d.cli("pause")
     job_id = d.cli("add", "track", "1001").stdout.strip()
-    env, cmd = d.env, [sys.executable, "-m", "tidalq"]
-    waiter = subprocess.Popen([*cmd, "wait", job_id], cwd=repo_root(), env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher = subprocess.Popen([*cmd, "watch"], cwd=repo_root(), env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiter = d.cli_process("wait", job_id, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watcher = d.cli_process("watch", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # the listener, the waiter and the watcher's event stream
-    wait_until(lambda: _unix_sockets_on(d.socket) >= 3, 15, "both clients connected")
+    wait_until(lambda: d.connections() >= 3, 15, "both clients connected")
     d.signal(signal.SIGTERM)
     assert d.wait_exit(30) == 0
     _, wait_err = waiter.communicate(timeout=20)
@@ -82,21 +79,12 @@ def test_clients_waiting_when_the_daemon_stops_hear_it_and_it_logs_no_traceback(
     assert "Traceback" not in d.log()
 
 
-def _unix_sockets_on(path: Path) -> int:
-    """Sockets bound to ``path`` as the kernel lists them: the listener and each
-    connection it accepted."""
-    table = Path("/proc/net/unix").read_text().splitlines()
-    return sum(1 for line in table if line.endswith(" " + str(path)))
-
-
 def test_ctrl_c_in_wait_exits_130_quietly(make_daemon: Any) -> None:
     d: DaemonProcess = make_daemon()
     d.cli("pause")
     job_id = d.cli("add", "track", "1001").stdout.strip()
-    waiter = subprocess.Popen([sys.executable, "-m", "tidalq", "wait", job_id], cwd=repo_root(),
-                              env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    wait_until(lambda: _unix_sockets_on(d.socket) >= 2, 15, "wait connected")
+    waiter = d.cli_process("wait", job_id, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: d.connections() >= 2, 15, "wait connected")
     waiter.send_signal(signal.SIGINT)
     _, err = waiter.communicate(timeout=20)
     assert waiter.returncode == 130 and "Aborted" not in err

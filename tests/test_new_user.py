@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import aiohttp
 from mutagen.flac import FLAC
 from mutagen.mp4 import MP4
 
-from tests.helpers import DaemonProcess, FakeProcess, repo_root, wait_until
+from tests.helpers import DaemonProcess, FakeProcess, wait_until
 from tests.test_pipeline import audio_files, job, make_pipeline, no_report
 from tidalq.media.paths import relative_path
 from tidalq.models import Artist, Quality, TrackMeta
@@ -86,10 +85,9 @@ def test_watch_into_a_file_writes_a_line_per_event(make_daemon: Any, tmp_path: P
     d: DaemonProcess = make_daemon()
     out_file = tmp_path / "watch.txt"
     with out_file.open("w") as out:
-        watcher = subprocess.Popen([sys.executable, "-m", "tidalq", "watch"], cwd=repo_root(),
-                                   env=d.env, stdout=out, stderr=subprocess.PIPE, text=True)
+        watcher = d.cli_process("watch", stdout=out, stderr=subprocess.PIPE)
         try:
-            wait_until(lambda: _unix_sockets(d.socket) >= 2, 15, "watch connected")
+            wait_until(lambda: d.connections() >= 2, 15, "watch connected")
             job_id = d.cli("add", "track", "1001").stdout.strip()
             wait_until(lambda: f"{job_id} completed completed" in out_file.read_text(), 30,
                        "the completed line")
@@ -99,11 +97,6 @@ def test_watch_into_a_file_writes_a_line_per_event(make_daemon: Any, tmp_path: P
     assert watcher.returncode == 130
     lines = out_file.read_text().splitlines()
     assert all(line.count(" ") >= 4 for line in lines) and any("submitted" in x for x in lines)
-
-
-def _unix_sockets(path: Path) -> int:
-    return sum(1 for line in Path("/proc/net/unix").read_text().splitlines()
-               if line.endswith(" " + str(path)))
 
 
 def test_messages_say_what_is_wrong(make_daemon: Any) -> None:
