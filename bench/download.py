@@ -32,8 +32,9 @@ import aiohttp
 
 from tidalq.config import load_settings
 from tidalq.media.fetch import Fetcher
-from tidalq.models import Job, JobSpec, Quality
+from tidalq.models import Job, JobSpec
 from tidalq.pipeline import Pipeline
+from tidalq.terms import Quality
 from tidalq.upstream.api import UpstreamClient
 from tidalq.upstream.manifest import DirectStream
 

@@ -8,7 +8,7 @@ import pytest
 
 from tidalq.config import load_settings, parse_duration
 from tidalq.errors import ConfigError
-from tidalq.models import Quality
+from tidalq.terms import Quality
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -52,6 +52,10 @@ def test_unknown_key_and_bad_values_name_the_key(tmp_path: Path) -> None:
         load_settings(config_path=write(tmp_path, 'quality = "ULTRA"\n'), env={})
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(config_path=write(tmp_path, "max_concurrent = \n"), env={})
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('download_dir = "/music/Björk"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(config_path=latin1, env={})
     with pytest.raises(ConfigError, match="max_concurrent"):
         load_settings(env={"TIDALQ_MAX_CONCURRENT": "zero"})
     with pytest.raises(ConfigError, match="does not exist"):

@@ -17,7 +17,8 @@ from mutagen.mp4 import MP4
 from tests.helpers import DaemonProcess, FakeProcess, wait_until
 from tests.test_pipeline import audio_files, job, make_pipeline, no_report
 from tidalq.media.paths import relative_path
-from tidalq.models import Artist, Quality, TrackMeta
+from tidalq.models import Artist, TrackMeta
+from tidalq.terms import Quality
 from tidalq.testing.fakeapi import RunningFake
 from tidalq.upstream.api import per_disc_totals
 

@@ -25,8 +25,9 @@ from tidalq.errors import (
     UpstreamUnavailable,
 )
 from tidalq.media.fetch import Fetcher
-from tidalq.models import Job, JobSpec, Quality
+from tidalq.models import Job, JobSpec
 from tidalq.pipeline import AlbumFailed, Pipeline
+from tidalq.terms import Quality
 from tidalq.testing.fakeapi import RunningFake
 from tidalq.upstream.api import UpstreamClient
 

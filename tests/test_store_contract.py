@@ -8,9 +8,10 @@ import time
 import pytest
 
 from tidalq.errors import AmbiguousJobId, IllegalTransition, InvalidInput, JobNotFound, LeaseLost
-from tidalq.models import Failure, JobSpec, JobStatus, LeaseState, Priority, Quality
+from tidalq.models import Failure, JobSpec, LeaseState
 from tidalq.store.base import JobStore
 from tidalq.store.rules import BACKOFF_BASE_MS
+from tidalq.terms import JobStatus, Priority, Quality
 
 
 def track(n: int, quality: Quality = Quality.LOSSLESS) -> JobSpec:

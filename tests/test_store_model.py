@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from tests.helpers import RedisServer
 from tidalq.errors import TidalqError
-from tidalq.models import Failure, JobSpec, Quality
+from tidalq.models import Failure, JobSpec
 from tidalq.store.base import JobStore
 from tidalq.store.memory import MemoryStore
+from tidalq.terms import Quality
 
 OPS = st.lists(st.one_of(
     st.tuples(st.just("submit"), st.integers(1, 4), st.sampled_from(["LOSSLESS", "HIGH"])),

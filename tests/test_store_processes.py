@@ -17,10 +17,11 @@ import pytest
 
 from tests.helpers import RedisServer, repo_root, subprocess_env
 from tidalq.errors import JobNotFound, LeaseLost, StoreUnavailable
-from tidalq.models import JobSpec, JobStatus
+from tidalq.models import JobSpec
 from tidalq.store.base import JobStore
 from tidalq.store.redis import RedisStore
 from tidalq.store.sqlite import CLAIM_NEXT, SCHEMA_VERSION, SqliteStore
+from tidalq.terms import JobStatus
 
 SHARED = ["sqlite", "redis"]
 

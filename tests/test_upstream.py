@@ -16,7 +16,7 @@ from tidalq.errors import (
     UpstreamUnavailable,
 )
 from tidalq.media.remux import FlacRemuxer
-from tidalq.models import Quality
+from tidalq.terms import Quality
 from tidalq.testing.fakeapi import RunningFake
 from tidalq.upstream.api import UpstreamClient, parse_retry_after
 from tidalq.upstream.manifest import DashStream, DirectStream

@@ -30,8 +30,8 @@ from tidalq.errors import (
     RpcError,
     TidalqError,
 )
-from tidalq.models import JobStatus, Priority, Quality
 from tidalq.protocol import ErrorCode
+from tidalq.terms import JobStatus, Priority, Quality
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -19,7 +19,7 @@ from typing import Any
 import platformdirs
 
 from tidalq.errors import ConfigError
-from tidalq.models import Quality
+from tidalq.terms import Quality
 
 APP = "tidalq"
 DEFAULT_PATH_TEMPLATE = "{albumartist}/{album}/{disc_track} - {title}"
@@ -291,19 +291,20 @@ def default_config_path(env: Mapping[str, str]) -> Path:
 
 
 def read_config_file(path: Path, required: bool) -> dict[str, Any]:
-    import tomllib  # only when there is a file to read: the CLI starts faster without
-
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        text = path.read_bytes()
     except FileNotFoundError:
         if required:
             raise ConfigError(f"config file {path} does not exist", "config") from None
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}", "config") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}", "config") from exc
+    import tomllib  # only when there is a file to read: every command starts faster without
+
+    try:
+        data = tomllib.loads(text.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", "config") from exc
     for key in data:
         if key not in PARSERS:
             raise ConfigError(f"unknown key {key!r} in {path}", key)

@@ -32,13 +32,13 @@ from tidalq.http_api import HttpApi
 from tidalq.instance import Instance, dead_instances, instance_of, worker_name
 from tidalq.media.fetch import Fetcher
 from tidalq.media.verify import available_checks
-from tidalq.models import JobStatus
 from tidalq.notify import Notifier
 from tidalq.pipeline import Pipeline, Slots
 from tidalq.rpc import Context
 from tidalq.server import ControlServer, bind_socket, inherited_socket
 from tidalq.store import open_store
 from tidalq.store.base import JobStore
+from tidalq.terms import JobStatus
 from tidalq.upstream.api import UpstreamClient
 from tidalq.upstream.musicbrainz import MusicBrainz
 from tidalq.upstream.netguard import AddressPolicy

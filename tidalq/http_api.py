@@ -37,7 +37,7 @@ from tidalq.errors import (
     StoreUnavailable,
 )
 from tidalq.jsontext import BadJson, loads_strict
-from tidalq.models import ID_FIELDS, Job, JobStatus, now_ms, parse_status
+from tidalq.models import ID_FIELDS, Job, now_ms, parse_status
 from tidalq.rpc import (
     METHOD_TABLE,
     Context,
@@ -49,6 +49,7 @@ from tidalq.rpc import (
     submit,
 )
 from tidalq.store.base import MAX_LIST
+from tidalq.terms import JobStatus
 from tidalq.webshape import metrics, queue_counts, web_job
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,7 @@
-"""Values of tidalq and their JSON forms: jobs, statuses, qualities, priorities.
+"""Values of tidalq and their JSON forms: job specs, jobs, failures, events, metadata.
+
+Statuses, qualities and priorities, the words these are made of, live in
+:mod:`tidalq.terms`.
 
 The JSON shapes here are the contract of ``interface.md``: camelCase, the same on the
 socket, in ``--json`` output and on the HTTP API. Parsing functions validate and raise
@@ -15,56 +18,11 @@ from enum import StrEnum
 from typing import Any, Literal, TypedDict
 
 from tidalq.errors import InvalidInput
+from tidalq.terms import JobStatus, Priority, Quality
 
 MAX_ID = 2**53 - 1  # JSON numbers beyond this lose precision in JavaScript clients
 MAX_TEXT = 1024
 MAX_ATTEMPTS_LIMIT = 100
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def live(self) -> bool:
-        return self in LIVE_STATUSES
-
-    @property
-    def finished(self) -> bool:
-        return not self.live
-
-
-LIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.PAUSED})
-
-
-class Quality(StrEnum):
-    LOW = "LOW"
-    HIGH = "HIGH"
-    LOSSLESS = "LOSSLESS"
-    HI_RES_LOSSLESS = "HI_RES_LOSSLESS"
-
-    @property
-    def rank(self) -> int:
-        return list(Quality).index(self)
-
-    @property
-    def extension(self) -> str:
-        return ".m4a" if self in (Quality.LOW, Quality.HIGH) else ".flac"
-
-
-class Priority(StrEnum):
-    HIGH = "high"
-    NORMAL = "normal"
-    LOW = "low"
-
-    @property
-    def rank(self) -> int:
-        """Lower ranks are claimed first."""
-        return list(Priority).index(self)
 
 
 JobType = Literal["track", "album", "playlist", "mix", "artist"]

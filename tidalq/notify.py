@@ -23,7 +23,8 @@ from typing import Any
 import aiohttp
 
 from tidalq.config import Settings
-from tidalq.models import Job, JobStatus
+from tidalq.models import Job
+from tidalq.terms import JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ from tidalq.errors import (
 )
 from tidalq.media import tags, verify
 from tidalq.media.fetch import Fetcher
-from tidalq.models import AlbumMeta, Job, Quality, TrackMeta
+from tidalq.models import AlbumMeta, Job, TrackMeta
+from tidalq.terms import Quality
 from tidalq.upstream.api import UpstreamClient, read_capped
 from tidalq.upstream.manifest import DashStream, Served
 from tidalq.upstream.musicbrainz import MusicBrainz

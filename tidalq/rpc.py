@@ -28,7 +28,6 @@ from tidalq.models import (
     Follow,
     Job,
     JobSpec,
-    JobStatus,
     now_ms,
     parse_max_attempts,
     parse_priority,
@@ -41,6 +40,7 @@ from tidalq.protocol import (
     ErrorCode,
 )
 from tidalq.store.base import JobStore
+from tidalq.terms import JobStatus
 from tidalq.worker import WorkerPool
 
 Handler = Callable[["Context", dict[str, Any]], Awaitable[dict[str, Any]]]

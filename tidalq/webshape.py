@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tidalq.models import Job, JobStatus
+from tidalq.models import Job
+from tidalq.terms import JobStatus
 
 TRACK_STATUS = {"queued": "pending", "processing": "downloading", "completed": "completed",
                 "failed": "failed"}

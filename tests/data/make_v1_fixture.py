@@ -6,8 +6,9 @@ Runs the SQLite store at schema version 1: one queued track job, one cancelled a
 import asyncio
 import sys
 
-from tidalq.models import JobSpec, Quality
+from tidalq.models import JobSpec
 from tidalq.store import sqlite
+from tidalq.terms import Quality
 
 
 async def main(path: str) -> None:

@@ -15,18 +15,9 @@ from collections.abc import Collection
 from typing import Any
 
 from tidalq.errors import InvalidInput
-from tidalq.models import (
-    Claim,
-    Event,
-    Failure,
-    Follow,
-    Job,
-    JobSpec,
-    JobStatus,
-    LeaseState,
-    Priority,
-)
+from tidalq.models import Claim, Event, Failure, Follow, Job, JobSpec, LeaseState
 from tidalq.store.rules import DEFAULT_MAX_STALLS
+from tidalq.terms import JobStatus, Priority
 
 MAX_RESULT_BYTES = 256 * 1024  # a job document never grows past this
 MAX_LIST = 10_000

@@ -21,9 +21,7 @@ from tidalq.models import (
     Follow,
     Job,
     JobSpec,
-    JobStatus,
     LeaseState,
-    Priority,
     new_job_id,
     now_ms,
     parse_max_attempts,
@@ -40,6 +38,7 @@ from tidalq.store.base import (
     check_titles,
     lease_ms,
 )
+from tidalq.terms import JobStatus, Priority
 
 
 class MemoryStore(JobStore):

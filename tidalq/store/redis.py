@@ -32,9 +32,7 @@ from tidalq.models import (
     Follow,
     Job,
     JobSpec,
-    JobStatus,
     LeaseState,
-    Priority,
     new_job_id,
     parse_max_attempts,
 )
@@ -51,6 +49,7 @@ from tidalq.store.base import (
     check_titles,
     lease_ms,
 )
+from tidalq.terms import JobStatus, Priority
 
 
 def _opt_int(value: str | None) -> int | None:

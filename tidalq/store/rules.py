@@ -12,7 +12,8 @@ from collections.abc import Collection
 from typing import Any
 
 from tidalq.errors import FailureCode, IllegalTransition, LeaseLost
-from tidalq.models import Failure, Job, JobSpec, JobStatus, LeaseState, Priority
+from tidalq.models import Failure, Job, JobSpec, LeaseState
+from tidalq.terms import JobStatus, Priority
 
 BACKOFF_BASE_MS = 2_000
 BACKOFF_CAP_MS = 300_000

@@ -28,15 +28,8 @@ from tidalq.errors import (
     UpstreamUnavailable,
 )
 from tidalq.jsontext import loads_repaired
-from tidalq.models import (
-    AlbumMeta,
-    Artist,
-    Collection,
-    Discography,
-    Quality,
-    Release,
-    TrackMeta,
-)
+from tidalq.models import AlbumMeta, Artist, Collection, Discography, Release, TrackMeta
+from tidalq.terms import Quality
 from tidalq.upstream import listings as ls
 from tidalq.upstream import manifest as mf
 

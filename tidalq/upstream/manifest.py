@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from tidalq.errors import ManifestError, PreviewOnly
-from tidalq.models import Quality
+from tidalq.terms import Quality
 
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_SEGMENTS = 100_000
