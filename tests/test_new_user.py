@@ -4,6 +4,7 @@ log that records every job."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -11,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from mutagen.flac import FLAC
 from mutagen.mp4 import MP4
 
-from tests.helpers import DaemonProcess, FakeProcess, wait_until
+from tests.helpers import DaemonProcess, FakeProcess, await_until, wait_until
 from tests.test_pipeline import audio_files, job, make_pipeline, no_report
+from tidalq.media import tags
 from tidalq.media.paths import relative_path
 from tidalq.models import Artist, TrackMeta
 from tidalq.terms import Quality
@@ -67,6 +70,40 @@ async def test_one_file_per_track_across_qualities(
     again = await pipe.run_track_job(forced, no_report)
     assert again["path"].endswith(".m4a") and again["replaced"] == up["path"]
     assert [p.suffix for p in audio_files(library)] == [".m4a"]
+
+
+@pytest.mark.parametrize(("late", "early"), [(Quality.HIGH, Quality.LOSSLESS),
+                                             (Quality.LOW, Quality.HIGH)])
+async def test_a_lower_quality_finishing_last_never_replaces_a_better_file(
+        session: aiohttp.ClientSession, fake: RunningFake, tmp_path: Path,
+        late: Quality, early: Quality) -> None:
+    """A track asked for at two qualities at once (a track job beside its album's): the
+    worse download began before the better file existed and ends after it was published.
+    The better file stays, whether the two share a container (LOW and HIGH are both AAC)
+    or not. Before, the late one replaced it, or deleted it as "the old version"."""
+    library = tmp_path / "lib"
+    pipe = make_pipeline(session, fake, library)
+    fake.faults.cdn_stall_s = 3  # the late download's body stalls halfway
+    progress: list[float] = []
+
+    def late_report(value: Any, tracks: Any, force: bool) -> None:
+        progress.append(value() if callable(value) else value)
+
+    late_job = job("track", 1003, late)
+    late_job.id += "-late"  # two jobs: their staging files must not be one
+    slow = asyncio.create_task(pipe.run_track_job(late_job, late_report))
+    await await_until(lambda: _true(any(0 < p < 1 for p in progress)), 10, "halfway")
+    fake.faults.cdn_stall_s = 0
+    better = await pipe.run_track_job(job("track", 1003, early), no_report)
+    assert not slow.done(), "the worse download must end last for this test to mean anything"
+    kept = await slow
+    assert kept["skipped"] and kept["path"] == better["path"]
+    [only] = audio_files(library)
+    assert str(only) == better["path"] and tags.read_identity(only) == ("1003", early.value)
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_lrc_ends_with_a_newline_and_every_track_says_whether_it_was_skipped(

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from tidalq.media import paths, tags
 from tidalq.models import AlbumMeta, TrackMeta
@@ -35,6 +36,7 @@ def holds_another_track(target: Path, meta: TrackMeta) -> bool:
 
 
 MAX_IDLE_LOCKS = 4096
+T = TypeVar("T")
 MAX_REMEMBERED_TARGETS = 4096
 
 
@@ -130,18 +132,15 @@ class Editions:
                                        self.target(meta, extension, False), meta)
 
     async def publish(self, meta: TrackMeta, target: Path, edition: bool,
-                      move: Callable[[Path], None]) -> Path:
-        """Run ``move(target)`` under the lock of the target's folder, after one last look;
-        returns where the file went. Only the look and the rename need the lock: the
-        caller syncs the file before, and the folder after."""
+                      place: Callable[[Path], Awaitable[T]]) -> T:
+        """Run ``place(where)`` under the lock of the target's folder, after one last look:
+        ``where`` is the target, or this track's edition folder when a file of another
+        track holds the target. Only the look and what ``place`` must decide with the
+        folder still need the lock: the caller syncs the file before, and the folder
+        after."""
         if len(self._locks) > MAX_IDLE_LOCKS:
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-
-        def look_and_move() -> Path:
-            to = target if edition or not holds_another_track(target, meta) \
-                else self.target(meta, target.suffix, True)
-            move(to)
-            return to
-
         async with self._locks.setdefault(target.parent, asyncio.Lock()):
-            return await asyncio.to_thread(look_and_move)
+            if not edition and await asyncio.to_thread(holds_another_track, target, meta):
+                target = self.target(meta, target.suffix, True)
+            return await place(target)

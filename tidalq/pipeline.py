@@ -487,13 +487,31 @@ class Pipeline:
                 return other, quality
         return None
 
-    def _drop_other_versions(self, published: Path, meta: TrackMeta) -> str | None:
-        """After an upgrade is published (and verified), the old file goes."""
+    def _drop_worse_versions(self, published: Path, meta: TrackMeta, quality: Quality,
+                             force: bool) -> str | None:
+        """After an upgrade is published (and verified), the old file goes. Never a better
+        one, unless the job forces the downgrade: a job for this track at a better quality
+        may have published its file since this one's was placed."""
         replaced = None
-        for other, _ in self._other_versions(published, meta):
-            other.unlink(missing_ok=True)
-            replaced = str(other)
+        for other, other_quality in self._other_versions(published, meta):
+            if force or other_quality.rank < quality.rank:
+                other.unlink(missing_ok=True)
+                replaced = str(other)
         return replaced
+
+    async def _place_unless_better(self, req: TrackRequest, staging: Path, to: Path
+                                   ) -> tuple[Path, dict[str, Any] | None]:
+        """Under the folder's lock, the checks this job made before it downloaded, made
+        again: a file of this track at least as good that came meanwhile (its job at
+        another quality published it) is kept, and this job's result says so; else the
+        file moves to ``to``. Returns where the track is, and the result if skipped."""
+        if await self._already_there(req, to, req.quality):
+            return to, await self._skipped(to, req.quality)
+        better = await self._better_version(req, to)
+        if better is not None:
+            return better[0], await self._skipped(*better, kept_better=True)
+        await asyncio.to_thread(move_into_place, staging, to, req.attempt.check_lease)
+        return to, None
 
     async def _download_and_publish(self, req: TrackRequest, served: Served, staging: Path,
                                     target: Path,
@@ -510,13 +528,16 @@ class Pipeline:
             facts = await verify.verify(staging, req.meta.duration_s, parsed)
             if await self._same_audio(req, target, facts):
                 staging.unlink()
-                replaced = await asyncio.to_thread(self._drop_other_versions, target, req.meta)
+                replaced = await asyncio.to_thread(self._drop_worse_versions, target,
+                                                   req.meta, served.quality, req.force)
                 return {**await self._skipped(target, served.quality), "replaced": replaced}
-            target = await self.editions.publish(
+            target, kept = await self.editions.publish(
                 req.meta, target, req.edition,
-                lambda to: move_into_place(staging, to, req.attempt.check_lease))
-            replaced = await asyncio.to_thread(self._settle_in, target, req.meta, cover,
-                                               lyrics.synced if lyrics else None)
+                lambda to: self._place_unless_better(req, staging, to))
+            if kept is not None:
+                return kept
+            replaced = await asyncio.to_thread(self._settle_in, target, req, served.quality,
+                                               cover, lyrics.synced if lyrics else None)
         except DownloadError as exc:
             raise _naming_the_track(exc, staging, target) from None
         except OSError as exc:
@@ -590,8 +611,8 @@ class Pipeline:
             self._covers.popitem(last=False)
         return data
 
-    def _settle_in(self, target: Path, meta: TrackMeta, cover: bytes | None,
-                   synced: str | None) -> str | None:
+    def _settle_in(self, target: Path, req: TrackRequest, quality: Quality,
+                   cover: bytes | None, synced: str | None) -> str | None:
         """After the audio file is renamed into place: the album's ``cover.jpg`` if it has
         none, the ``.lrc`` beside the track, the old version of an upgraded track gone, and
         one sync of the folder for all of it. Returns the path of the version replaced."""
@@ -601,6 +622,6 @@ class Pipeline:
             if synced:
                 text = synced if synced.endswith("\n") else synced + "\n"
                 place_bytes(target.with_suffix(".lrc"), text.encode(), self.staging_dir)
-            return self._drop_other_versions(target, meta)
+            return self._drop_worse_versions(target, req.meta, quality, req.force)
         finally:
             fsync_dir(target.parent)  # the track's rename is durable even if an extra failed
