@@ -86,10 +86,11 @@ def test_pause_and_resume_single_jobs(make_daemon: Any) -> None:
 
 def test_cli_does_not_load_the_daemon_side_or_what_it_does_not_use(tmp_path: Path) -> None:
     """Every command pays for what the CLI imports: not the daemon's modules, not the
-    models' dataclasses (the CLI needs only tidalq.terms), no TOML parser without a file."""
+    models' dataclasses (the CLI needs only tidalq.terms), no TOML parser without a file,
+    and rich only for what it prints for people."""
     code = ("import sys, tidalq.cli; tidalq.cli.App(None, None).settings(); "
             "print(','.join(m for m in ('aiohttp', 'redis', 'mutagen', 'sqlite3', 'asyncio', "
-            "'tidalq.models', 'tomllib') if m in sys.modules))")
+            "'tidalq.models', 'tomllib', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=repo_root(),
                          env=subprocess_env(XDG_CONFIG_HOME=str(tmp_path / "none")))

@@ -16,7 +16,7 @@ from tidalq.terms import JobStatus
 def printed(monkeypatch: pytest.MonkeyPatch, width: int, show: object, *args: object) -> list[str]:
     console = Console(file=io.StringIO(), width=width, highlight=False, soft_wrap=True,
                       markup=False, emoji=False)
-    monkeypatch.setattr(render, "out", console)
+    monkeypatch.setitem(render._consoles, False, console)
     show(*args)  # type: ignore[operator]
     return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
 
@@ -56,7 +56,7 @@ def test_long_titles_are_cut_to_fit_a_narrow_terminal(monkeypatch: pytest.Monkey
 def test_an_album_shows_its_tracks_in_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     tracks = [{"trackNumber": n, "discNumber": 1, "title": f"Track {n}", "status": "completed",
                "progress": 1.0, "path": f"/music/{n:02d}.flac"} for n in (1, 2, 10)]
-    lines = printed(monkeypatch, 120, lambda: render.out.print(render._entries_table(tracks)))
+    lines = printed(monkeypatch, 120, lambda: render.console().print(render._entries_table(tracks)))
     assert lines[0].split()[:3] == ["#", "TITLE", "STATUS"]
     assert [line.index("/music") for line in lines[1:]] == [lines[0].index("FILE")] * 3
     assert lines[3].startswith("1-10")

@@ -427,7 +427,7 @@ def _watch_live(app: App, interval: float) -> None:
             changed.set()
 
     threading.Thread(target=follow_events, daemon=True).start()
-    with Live(render.status_view(client.call("queue.stats")), console=render.out,
+    with Live(render.status_view(client.call("queue.stats")), console=render.console(),
               refresh_per_second=4) as live:
         while True:
             changed.wait(interval)

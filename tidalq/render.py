@@ -9,18 +9,32 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.table import Table
+    from rich.text import Text
 
-# Piped output is not cut to 80 columns: job ids must survive `tidalq ls | grep`. No markup
-# and no :emoji: codes: titles and errors come from upstreams and clients, printed literally.
-out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False,
-              width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+_consoles: dict[bool, Console] = {}
+
+
+def console(stderr: bool = False) -> Console:
+    """The rich console of stdout (or stderr), made on first use. rich takes longer to
+    import than the rest of ``tidalq add`` or of any ``--json`` command: they print
+    without it.
+
+    Piped output is not cut to 80 columns: job ids must survive ``tidalq ls | grep``. No
+    markup and no :emoji: codes: titles and errors come from upstreams and clients,
+    printed literally."""
+    if stderr not in _consoles:
+        from rich.console import Console
+
+        width = None if stderr or sys.stdout.isatty() else 250
+        _consoles[stderr] = Console(stderr=stderr, highlight=False, soft_wrap=True,
+                                    markup=False, emoji=False, width=width)
+    return _consoles[stderr]
+
 
 STATUS_STYLE = {"queued": "cyan", "processing": "yellow", "paused": "magenta",
                 "completed": "green", "failed": "red", "cancelled": "dim"}
@@ -31,7 +45,9 @@ def as_json(value: Any) -> None:
 
 
 def error(message: str) -> None:
-    err.print(Text(f"tidalq: {message}", style="red"))
+    from rich.text import Text
+
+    console(stderr=True).print(Text(f"tidalq: {message}", style="red"))
 
 
 def lines(values: list[str]) -> None:
@@ -40,6 +56,8 @@ def lines(values: list[str]) -> None:
 
 
 def _status(status: str) -> Text:
+    from rich.text import Text
+
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
@@ -73,11 +91,13 @@ def _columns(headers: tuple[str, ...], rows: list[list[str | Text]], cut: int) -
 
     rich's Table does this too, but measures every cell several times: 20-odd ms for 50
     jobs, more than the rest of ``tidalq list`` after start-up."""
+    from rich.text import Text
+
     grid = [[Text(h, style="bold") for h in headers],
             *[[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]]
     widths = [max(row[i].cell_len for row in grid) for i in range(len(headers) - 1)]
     others = sum(widths) - widths[cut] + 2 * (len(headers) - 1) + len(headers[-1])
-    widths[cut] = max(len(headers[cut]), min(widths[cut], out.width - others))
+    widths[cut] = max(len(headers[cut]), min(widths[cut], console().width - others))
     lines = []
     for row in grid:
         line = Text()
@@ -95,7 +115,7 @@ def _columns(headers: tuple[str, ...], rows: list[list[str | Text]], cut: int) -
 
 def jobs_table(jobs: list[dict[str, Any]]) -> None:
     if not jobs:
-        out.print("no jobs")
+        console().print("no jobs")
         return
     rows: list[list[str | Text]] = []
     for job in jobs:
@@ -105,12 +125,14 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
         rows.append([job["id"], _title(job["job"]), job["job"]["quality"],
                      _status(job["status"]), _percent(job["progress"]),
                      _when(job["createdAt"]), note.strip()])
-    out.print(_columns(("ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED", "NOTE"),
+    console().print(_columns(("ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED", "NOTE"),
                        rows, cut=1))
 
 
 def job_detail(job: dict[str, Any]) -> None:
-    out.print(Text.assemble((job["id"], "bold"), "  ", _status(job["status"]),
+    from rich.text import Text
+
+    console().print(Text.assemble((job["id"], "bold"), "  ", _status(job["status"]),
                             f"  {_percent(job['progress'])}"))
     kind = job["job"]["type"]
     rows = [("what", f"{_title(job['job'])} [{kind} {job['job'].get(kind + 'Id')}]"),
@@ -130,12 +152,12 @@ def job_detail(job: dict[str, Any]) -> None:
                                  f"{result.get('sampleRate')} Hz"
                                  + (" (already in library)" if result.get("skipped") else "")))
     for key, value in rows:
-        out.print(f"  {key:<12}{value}")
+        console().print(f"  {key:<12}{value}")
     if job.get("playlistPath"):
-        out.print(f"  {'playlist':<12}{job['playlistPath']}")
+        console().print(f"  {'playlist':<12}{job['playlistPath']}")
     tracks = job.get("trackProgress") or job.get("releases") or []
     if tracks:
-        out.print(_entries_table(tracks))
+        console().print(_entries_table(tracks))
 
 
 def _entries_table(entries: list[dict[str, Any]]) -> Text:
@@ -155,6 +177,10 @@ def _entries_table(entries: list[dict[str, Any]]) -> Text:
 
 
 def status_view(stats: dict[str, Any]) -> Group:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     q, w = stats["queue"], stats["worker"]
     counts = Table.grid(padding=(0, 2))
     cells = [Text(f"{name} {q.get(name, 0)}", style=style) for name, style in STATUS_STYLE.items()]
@@ -177,6 +203,9 @@ def status_view(stats: dict[str, Any]) -> Group:
 
 def _active_line(job: dict[str, Any]) -> Table:
     """One running job on one line: titles are cut to fit, never wrapped."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
     eta = job.get("etaS")
     eta_text = f" ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
     tracks = f" {job['completedTracks']}/{job['trackCount']}" if job.get("trackCount") else ""
@@ -199,7 +228,7 @@ def _rate(bytes_per_s: float) -> str:
 
 
 def status(stats: dict[str, Any]) -> None:
-    out.print(status_view(stats))
+    console().print(status_view(stats))
 
 
 def results(answer: dict[str, Any], verb: str, notes: bool = False) -> int:
@@ -209,9 +238,9 @@ def results(answer: dict[str, Any], verb: str, notes: bool = False) -> int:
     for r in answer.get("results", []):
         if r.get("ok"):
             succeeded += 1
-            out.print(f"{verb} {r['id']}")
+            console().print(f"{verb} {r['id']}")
         elif notes:
-            err.print(f"note: {r['id']}: {r.get('error')}")
+            console(stderr=True).print(f"note: {r['id']}: {r.get('error')}")
         else:
             failures += 1
             error(f"{r['id']}: {r.get('error')}")
@@ -219,8 +248,10 @@ def results(answer: dict[str, Any], verb: str, notes: bool = False) -> int:
 
 
 def wait_summary(jobs: list[dict[str, Any]], timed_out: bool) -> None:
+    from rich.text import Text
+
     for job in jobs:
-        out.print(Text.assemble(job["id"], " ", _status(job["status"]),
+        console().print(Text.assemble(job["id"], " ", _status(job["status"]),
                                 f" {job.get('error') or ''}"))
     if timed_out:
         error("timed out waiting for jobs to finish")
@@ -228,13 +259,13 @@ def wait_summary(jobs: list[dict[str, Any]], timed_out: bool) -> None:
 
 def follows_table(follows: list[dict[str, Any]]) -> None:
     if not follows:
-        out.print("nothing followed")
+        console().print("nothing followed")
         return
     rows: list[list[str | Text]] = [
         [f["id"], f"{f['kind']} {f.get('title') or f['ref']}", _when(f.get("lastCheckAt")),
          _when(f.get("nextCheckAt")), f.get("lastOutcome") or "not checked yet"]
         for f in follows]
-    out.print(_columns(("ID", "WHAT", "LAST CHECK", "NEXT CHECK", "OUTCOME"), rows, cut=1))
+    console().print(_columns(("ID", "WHAT", "LAST CHECK", "NEXT CHECK", "OUTCOME"), rows, cut=1))
 
 
 def event_line(event: dict[str, Any]) -> None:
@@ -246,4 +277,4 @@ def event_line(event: dict[str, Any]) -> None:
 
 
 def message(text: str) -> None:
-    out.print(text)
+    console().print(text)
