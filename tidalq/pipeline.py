@@ -505,6 +505,8 @@ class Pipeline:
         again: a file of this track at least as good that came meanwhile (its job at
         another quality published it) is kept, and this job's result says so; else the
         file moves to ``to``. Returns where the track is, and the result if skipped."""
+        if await asyncio.to_thread(self._move_if_alone, staging, to, req):
+            return to, None
         if await self._already_there(req, to, req.quality):
             return to, await self._skipped(to, req.quality)
         better = await self._better_version(req, to)
@@ -512,6 +514,15 @@ class Pipeline:
             return better[0], await self._skipped(*better, kept_better=True)
         await asyncio.to_thread(move_into_place, staging, to, req.attempt.check_lease)
         return to, None
+
+    @staticmethod
+    def _move_if_alone(staging: Path, to: Path, req: TrackRequest) -> bool:
+        """The common case in one trip off the loop: no file at ``to`` nor beside it in
+        the other container, so there is nothing to weigh and the file moves in."""
+        if any(p.exists() for p in (to, to.with_suffix(".flac"), to.with_suffix(".m4a"))):
+            return False
+        move_into_place(staging, to, req.attempt.check_lease)
+        return True
 
     async def _download_and_publish(self, req: TrackRequest, served: Served, staging: Path,
                                     target: Path,
