@@ -26,6 +26,8 @@ from typing import TypeVar
 from tidalq.media import paths, tags
 from tidalq.models import AlbumMeta, TrackMeta
 
+T = TypeVar("T")
+
 
 def holds_another_track(target: Path, meta: TrackMeta) -> bool:
     """A file tagged with another TIDAL track id is not ours to overwrite."""
@@ -36,7 +38,6 @@ def holds_another_track(target: Path, meta: TrackMeta) -> bool:
 
 
 MAX_IDLE_LOCKS = 4096
-T = TypeVar("T")
 MAX_REMEMBERED_TARGETS = 4096
 
 

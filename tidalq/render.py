@@ -125,15 +125,15 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
         rows.append([job["id"], _title(job["job"]), job["job"]["quality"],
                      _status(job["status"]), _percent(job["progress"]),
                      _when(job["createdAt"]), note.strip()])
-    console().print(_columns(("ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED", "NOTE"),
-                       rows, cut=1))
+    headers = ("ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED", "NOTE")
+    console().print(_columns(headers, rows, cut=1))
 
 
 def job_detail(job: dict[str, Any]) -> None:
     from rich.text import Text
 
     console().print(Text.assemble((job["id"], "bold"), "  ", _status(job["status"]),
-                            f"  {_percent(job['progress'])}"))
+                                  f"  {_percent(job['progress'])}"))
     kind = job["job"]["type"]
     rows = [("what", f"{_title(job['job'])} [{kind} {job['job'].get(kind + 'Id')}]"),
             ("quality", job["job"]["quality"]),
@@ -252,7 +252,7 @@ def wait_summary(jobs: list[dict[str, Any]], timed_out: bool) -> None:
 
     for job in jobs:
         console().print(Text.assemble(job["id"], " ", _status(job["status"]),
-                                f" {job.get('error') or ''}"))
+                                      f" {job.get('error') or ''}"))
     if timed_out:
         error("timed out waiting for jobs to finish")
 
