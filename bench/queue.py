@@ -3,7 +3,7 @@ complete of null jobs by 4 concurrent workers on the fused complete-and-claim pa
 same with separate calls, and the cost of a stats call with 100,000 jobs in the store.
 
     python bench/queue.py [--backends memory,sqlite,redis] [--jobs 3000] [--stats-jobs 100000]
-                          [--concurrency 4] [--anchors] [--redis-url URL]
+                          [--concurrency 4] [--anchors] [--redis-url URL] [--runs 1]
 
 Beside each backend, in the same run, what it is measured against:
 
@@ -14,6 +14,10 @@ Beside each backend, in the same run, what it is measured against:
   each configured at its fastest (no poll delay). ``ratio_to_best_anchor`` compares.
 
 Redis: a private redis-server is started on a free port unless --redis-url is given.
+
+A run of 3,000 jobs lasts a second or two, and on a shared machine one run's rate can be
+half or double the next: with ``--runs`` above 1 each backend (and its anchors) runs that
+many times in turn, and a line of medians per backend follows its runs (``median_of``).
 """
 
 from __future__ import annotations
@@ -233,20 +237,41 @@ def main() -> None:
     parser.add_argument("--anchors", action="store_true",
                         help="also run arq and saq on the same redis-server, when importable")
     parser.add_argument("--redis-url")
+    parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir, private_redis() as own_redis:
         tmp = Path(tmpdir)
         url = args.redis_url or own_redis
         for name in args.backends.split(","):
-            line = asyncio.run(bench(name, tmp, url, args.jobs, args.stats_jobs,
-                                     args.concurrency))
-            if name == "redis" and args.anchors and url is not None:
-                rates = asyncio.run(anchors(url, args.jobs, args.concurrency))
-                line.update({f"{k}_per_s": round(v) for k, v in rates.items()})
-                if rates:
-                    line["ratio_to_best_anchor"] = round(
-                        line["lifecycle_per_s"] / max(rates.values()), 2)
-            print(json.dumps(line), flush=True)
+            lines = []
+            for _ in range(args.runs):
+                lines.append(run_once(name, tmp, url, args))
+                print(json.dumps(lines[-1]), flush=True)
+            if args.runs > 1:
+                print(json.dumps(medians(lines)), flush=True)
+
+
+def run_once(name: str, tmp: Path, url: str | None, args: argparse.Namespace
+             ) -> dict[str, Any]:
+    line = asyncio.run(bench(name, tmp, url, args.jobs, args.stats_jobs, args.concurrency))
+    if name == "redis" and args.anchors and url is not None:
+        rates = asyncio.run(anchors(url, args.jobs, args.concurrency))
+        line.update({f"{k}_per_s": round(v) for k, v in rates.items()})
+        if rates:
+            line["ratio_to_best_anchor"] = round(
+                line["lifecycle_per_s"] / max(rates.values()), 2)
+    return line
+
+
+def medians(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """One line: each figure's median over the runs (a ratio's median, not a ratio of
+    medians: each run's ratio compares two rates measured moments apart)."""
+    out: dict[str, Any] = {}
+    for key, value in lines[0].items():
+        numbers = [line[key] for line in lines if key in line]
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        out[key] = round(statistics.median(numbers), 3) if numeric else value
+    return {**out, "median_of": len(lines)}
 
 
 if __name__ == "__main__":
