@@ -3,7 +3,7 @@ track is ever overwritten.
 
 TIDAL lists explicit and clean editions (and re-releases) with the same artist, album and
 track titles but other ids. The first edition in the library keeps the plain folder; any
-other gets ``Album [album id]`` (see :func:`tidalq.media.paths.template_values`):
+other gets ``Album [album id]`` (see :func:`tidalq.media.paths.relative_path`):
 
 - an album run decides once for all its tracks, and sticks to the folder its earlier
   runs used, so an album is never split between two folders by a restart;
@@ -120,7 +120,9 @@ class Editions:
 
     @staticmethod
     def _used_edition(earlier_paths: Iterable[str | None], album_id: int) -> bool:
-        return any(p and Path(p).parent.name.endswith(f"[{album_id}]") for p in earlier_paths)
+        marker = paths.edition_marker(album_id)
+        return any(part.endswith(marker) for p in earlier_paths if p
+                   for part in Path(p).parent.parts)
 
     async def settle(self, meta: TrackMeta, extension: str, edition: bool) -> bool:
         """Whether one track goes to its edition folder (a track job, or an album track

@@ -27,7 +27,8 @@
         ├── CdnExpired              a signed CDN URL expired (403)          (CDN_EXPIRED)
         ├── IntegrityFailed         a file failed verification              (INTEGRITY)
         ├── DiskFull                ENOSPC while writing                    (DISK_FULL)
-        └── PermissionDenied        EACCES/EPERM while writing              (PERMISSION)
+        ├── PermissionDenied        EACCES/EPERM while writing              (PERMISSION)
+        └── FilesystemError         any other OSError of a path or a file   (FILESYSTEM)
 
 A cancelled job carries ``CANCELLED`` from the store; its download is stopped by asyncio
 cancellation, not by an exception of ours.
@@ -60,6 +61,7 @@ class FailureCode(StrEnum):
     CDN_EXPIRED = "CDN_EXPIRED"
     STALLED = "STALLED"
     NO_UPSTREAM = "NO_UPSTREAM"
+    FILESYSTEM = "FILESYSTEM"
     ALBUMS_FAILED = "ALBUMS_FAILED"  # an artist job whose album jobs did not all complete
     INTERNAL = "INTERNAL"
 
@@ -198,6 +200,21 @@ class PermissionDenied(DownloadError):
     code = FailureCode.PERMISSION
 
 
+class FilesystemError(DownloadError):
+    """Raised on any other OSError of a path or a file (I/O error, a name too long for the
+    filesystem, a file where a folder should be); another attempt may help unless the
+    path itself is wrong."""
+
+    code = FailureCode.FILESYSTEM
+    retryable = True
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EINVAL}
+
 
 def from_os_error(exc: OSError) -> DownloadError:
     """Translate a filesystem error into the download error a job should carry."""
@@ -205,4 +222,4 @@ def from_os_error(exc: OSError) -> DownloadError:
         return DiskFull(f"disk full: {exc}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return PermissionDenied(f"permission denied: {exc}")
-    return DownloadError(f"filesystem error: {exc}")
+    return FilesystemError(f"filesystem error: {exc}", retryable=exc.errno not in _PATH_ERRNOS)

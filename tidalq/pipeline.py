@@ -269,19 +269,19 @@ class Pipeline:
     async def _musicbrainz_of_album(self, job: Job, album: AlbumMeta, attempt: Attempt
                                     ) -> dict[int, dict[str, list[str]]]:
         """MusicBrainz tags per track id, when the job asks (or the config does). A given
-        release id is written even when MusicBrainz cannot be asked: the user chose it."""
+        release id is written even when MusicBrainz cannot be asked (the user chose it),
+        but not when MusicBrainz says it is another release (see :mod:`mbmatch`)."""
         spec = job.spec
         given = spec.musicbrainz_release
         if not (spec.wants_musicbrainz or self.settings.musicbrainz == "auto"):
             return {}
-        fallback = {t.id: {"MUSICBRAINZ_ALBUMID": [given]} for t in album.tracks} \
-            if given else {}
         if self.musicbrainz is None:
-            return fallback
+            return {t.id: {"MUSICBRAINZ_ALBUMID": [given]} for t in album.tracks} \
+                if given else {}
         match, why = await self.musicbrainz.match(album, given, spec.strict_musicbrainz)
         attempt.learned({"musicBrainzMatch": why[:1000],
                          **({"musicBrainzReleaseId": match.release_id} if match else {})})
-        return match.tags if match is not None else fallback
+        return match.tags if match is not None else {}
 
     async def _musicbrainz_of_track(self, job: Job, meta: TrackMeta, attempt: Attempt
                                     ) -> dict[str, list[str]] | None:
@@ -440,8 +440,15 @@ class Pipeline:
             return await self.upstream.playback(track_id, Quality.LOSSLESS)
         return await self.upstream.playback(track_id, quality)
 
-    async def track(self, req: TrackRequest,
-                    on_progress: Progress) -> dict[str, Any]:
+    async def track(self, req: TrackRequest, on_progress: Progress) -> dict[str, Any]:
+        """One track into the library; a filesystem error is the job's error with a code,
+        never an internal one."""
+        try:
+            return await self._track(req, on_progress)
+        except OSError as exc:
+            raise from_os_error(exc) from exc
+
+    async def _track(self, req: TrackRequest, on_progress: Progress) -> dict[str, Any]:
         meta = req.meta
         req = await self._settle_edition(req, req.quality.extension)
         target = self._target(req, req.quality.extension)

@@ -35,6 +35,7 @@ from tidalq.errors import (
     JobNotFound,
     LeaseLost,
     StoreUnavailable,
+    from_os_error,
 )
 from tidalq.models import Claim, Failure, Job, JobSpec, LeaseState
 from tidalq.pipeline import AlbumFailed, Interrupted, Lazy, Pipeline, Slots
@@ -375,10 +376,11 @@ class WorkerPool:
             log.info("job %s released between tracks: %s", job.id, exc)
         except AlbumFailed as exc:
             await self._finish("fail", state, None, exc.tracks, self._failure(exc))
-        except DownloadError as exc:
-            if isinstance(exc, DiskFull):
+        except (DownloadError, OSError) as exc:
+            failure = exc if isinstance(exc, DownloadError) else from_os_error(exc)
+            if isinstance(failure, DiskFull):
                 self.disk_full = True
-            await self._finish("fail", state, None, state.tracks, self._failure(exc))
+            await self._finish("fail", state, None, state.tracks, self._failure(failure))
         except Exception as exc:  # a bug must fail the job, never the daemon
             log.exception("job %s crashed", job.id)
             await self._finish("fail", state, None, state.tracks,

@@ -4,7 +4,8 @@ Ids: album 100 (one disc, 3 tracks, one with a version, lyrics), 110 (another ed
 100: the same artist, album and track titles, other ids, as TIDAL lists explicit and clean
 editions), 200 (two discs and a video), 300 (210 tracks: longer than two pages), 400
 (hostile titles), 410 (titles with lone surrogates, which JSON can carry but UTF-8
-cannot), 600 (hi-res), 900 (the benchmark album: 12 tracks whose size is set by
+cannot), 420 (album, track and playlist names of about 300 bytes of mixed scripts: past
+the filesystem's 255), 600 (hi-res), 900 (the benchmark album: 12 tracks whose size is set by
 ``track_bytes``), track 5001 (preview only). Every track lasts 4 s unless sized for the
 benchmark.
 """
@@ -70,6 +71,8 @@ class FakeArtist:
 VARIOUS = {"id": 2935, "name": "Various Artists", "type": "MAIN"}
 OTHER = {"id": 81, "name": "Someone Else", "type": "MAIN"}
 PLAYLIST = "1a2b3c4d-0000-4000-8000-00000000a001"
+LONG_NAMES_PLAYLIST = "1a2b3c4d-0000-4000-8000-00000000a420"
+LONG_NAME = "Lång ä日🎵ø語 " * 14 + "end"  # 297 bytes of UTF-8 in five scripts
 BENCH_PLAYLIST = "1a2b3c4d-0000-4000-8000-00000000b500"
 MIX = "0123456789abcdef0123456789abcd"
 PAGING_ARTIST = 80
@@ -117,6 +120,11 @@ class Catalog:
         ], artist={"id": 79, "name": "../Hostile. ", "type": "MAIN"}))
         self._add(FakeAlbum(410, "Lone \ud800 Surrogate", [  # not valid Unicode: repaired
             FakeTrack(4101, "Bad \udc00 Text", 410, 1)]))
+        self._add(FakeAlbum(420, LONG_NAME, [
+            FakeTrack(4201, LONG_NAME, 420, 1, lyrics=True),
+            FakeTrack(4202, LONG_NAME, 420, 2, version="Extended Mix"),
+            FakeTrack(4203, "ø" * 127 + "語", 420, 3),  # a cut lands inside a character
+        ], artist={"id": 82, "name": LONG_NAME[:120], "type": "MAIN"}))
         self._add(FakeAlbum(600, "High Resolution", [
             FakeTrack(6001, "Hi-Res One", 600, 1, hires=True),
             FakeTrack(6002, "Hi-Res Two", 600, 2, hires=True),
@@ -142,6 +150,8 @@ class Catalog:
         order: list[int | tuple[str, int]] = [20001 + (i * 7919) % 500 for i in range(500)]
         self.playlists[BENCH_PLAYLIST] = FakePlaylist(BENCH_PLAYLIST, "Five Hundred", order)
         self.mixes[MIX] = FakePlaylist(MIX, "My Mix", [2002, 1001, 6002])
+        self.playlists[LONG_NAMES_PLAYLIST] = FakePlaylist(
+            LONG_NAMES_PLAYLIST, LONG_NAME, [4201, 4202, 4203, 1001])
         # an artist whose releases span several pages and all four kinds
         paging = {"id": PAGING_ARTIST, "name": "Paging Artist", "type": "MAIN"}
         releases: dict[str, list[int]] = {"ALBUMS": [], "EPSANDSINGLES": [],
