@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -173,6 +174,20 @@ def parse_targets(items: tuple[str, ...]) -> list[tuple[str, int | str]]:
     return [_target(item, kind) for item in rest]
 
 
+_MBID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _mbid(value: str | None) -> str | None:
+    """A MusicBrainz release id (a UUID), or its musicbrainz.org/release/ link."""
+    if value is None:
+        return None
+    found = _MBID.search(value.strip().lower())
+    if found is None:
+        raise click.BadParameter("a MusicBrainz release id is a UUID "
+                                 "(or a musicbrainz.org/release/… link)")
+    return found.group(0)
+
+
 def _target(item: str, kind: str | None) -> tuple[str, int | str]:
     try:
         return links.parse(item, kind)
@@ -192,7 +207,7 @@ def _target(item: str, kind: str | None) -> tuple[str, int | str]:
 @click.option("--include", metavar="KINDS",
               help="Artists: albums,eps,singles,compilations,appears-on or all "
                    "(default albums,eps,singles).")
-@click.option("--mb-release", metavar="MBID",
+@click.option("--mb-release", metavar="MBID", callback=lambda ctx, param, value: _mbid(value),
               help="The MusicBrainz release these tracks are on: its ids go into the tags.")
 @json_option
 @pass_app
@@ -212,6 +227,11 @@ def add(app: App, items: tuple[str, ...], quality: str | None, min_quality: str 
             job["quality"] = quality.upper()
         if min_quality:
             job["minQuality"] = min_quality.upper()
+        if mb_release:
+            if kind not in ("track", "album"):
+                raise click.UsageError("--mb-release names the release of a track or an "
+                                       f"album, not of a {kind}")
+            job["musicBrainzReleaseId"] = mb_release
         jobs.append(job)
     params: dict[str, Any] = {"jobs": jobs, "priority": priority.lower()}
     if max_attempts:
