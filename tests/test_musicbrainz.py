@@ -87,17 +87,37 @@ async def test_found_by_barcode_and_by_isrc_in_flac_and_m4a(
 async def test_strict_matching_writes_nothing_it_is_not_sure_of(
         tmp_path: Path, fake: RunningFake, mb: tuple[FakeMusicBrainz, str]) -> None:
     _, url = mb
-    job = {"type": "album", "albumId": 110, "experimentalMusicBrainzTagging": True,
+    job = {"type": "album", "albumId": 100, "experimentalMusicBrainzTagging": True,
            "strictMusicBrainzMatching": True}
     d, strict = await run_job(tmp_path / "strict", fake, url, job)
     await d.shutdown()
     assert "no confident MusicBrainz match" in strict["job"]["musicBrainzMatch"]
-    assert "4 tracks" in strict["job"]["musicBrainzMatch"]
+    assert "track 1-3 (Closing): no ISRC on both sides" in strict["job"]["musicBrainzMatch"]
     assert "MUSICBRAINZ_ALBUMID" not in FLAC(strict["trackProgress"][0]["path"])
     d, loose = await run_job(tmp_path / "loose", fake, url,
                              {**job, "strictMusicBrainzMatching": False})
     await d.shutdown()
-    assert FLAC(loose["trackProgress"][0]["path"])["MUSICBRAINZ_ALBUMID"] == [mbid("a", 110)]
+    assert FLAC(loose["trackProgress"][0]["path"])["MUSICBRAINZ_ALBUMID"] == [mbid("a", 100)]
+
+
+@pytest.mark.parametrize("job", [
+    {"type": "album", "albumId": 110, "experimentalMusicBrainzTagging": True},
+    {"type": "album", "albumId": 110, "musicBrainzReleaseId": mbid("a", 110)},
+    {"type": "track", "trackId": 1101, "experimentalMusicBrainzTagging": True}],
+    ids=["found", "given", "track"])
+async def test_a_release_with_another_track_count_is_never_written(
+        tmp_path: Path, fake: RunningFake, mb: tuple[FakeMusicBrainz, str],
+        job: dict[str, Any]) -> None:
+    """Album 110 has 3 tracks on TIDAL, its MusicBrainz release 4: another edition, not
+    written even by a loose match, and the job says why."""
+    _, url = mb
+    d, done = await run_job(tmp_path, fake, url, job)
+    await d.shutdown()
+    said = done["job"]["musicBrainzMatch"]
+    assert "has 4 tracks, the album 3: another edition" in said, said
+    paths = [t["path"] for t in done.get("trackProgress") or []] or [done["result"]["path"]]
+    for path in paths:
+        assert not [k for k in FLAC(path) if k[0].startswith("MUSICBRAINZ")], path
 
 
 async def test_musicbrainz_down_never_fails_a_download(

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from tidalq.testing import media
 from tidalq.testing.catalog import DURATION_S, Catalog, FakeTrack
+from tidalq.testing.fakemb import FakeMusicBrainz
 
 CHUNK = 64 * 1024
 
@@ -94,6 +95,9 @@ class FakeUpstream:
         r.add_post("/_fake/faults", self.set_faults)
         r.add_get("/_fake/requests", self.get_requests)
         r.add_post("/_fake/reset", self.reset)
+        # MusicBrainz for this catalogue, for daemons in other processes (musicbrainz_url =
+        # <fake>/mb); in-process tests may start a FakeMusicBrainz of their own
+        self.app.add_subapp("/mb/", FakeMusicBrainz(self.catalog).app())
 
     # -- bookkeeping -----------------------------------------------------------------------
     @web.middleware

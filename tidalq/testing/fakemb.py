@@ -1,8 +1,9 @@
 """A fake MusicBrainz web service (v2, JSON) for the fake upstream's catalogue.
 
-Releases exist for albums 100 (found by its barcode), 200 (no barcode in MusicBrainz:
-found by ISRC) and 110 (one track more than TIDAL lists: fine for a loose match, refused
-by a strict one). Ids are UUID-shaped and derived from TIDAL's: release
+Releases exist for albums 100 (found by its barcode; its track 1003 has no ISRC in
+MusicBrainz: fine for a loose match, refused by a strict one), 200 (no barcode in
+MusicBrainz: found by ISRC) and 110 (one track more than TIDAL lists: another edition,
+refused by every match). Ids are UUID-shaped and derived from TIDAL's: release
 ``…-a000-<album>``, recording ``…-b000-<track>``, release track ``…-c000-<track>``,
 artist ``…-d000-<artist>``, release group ``…-e000-<album>``. ``down`` answers 503,
 ``stall_s`` delays every answer; every request is recorded with its time.
@@ -33,6 +34,7 @@ class FakeMusicBrainz:
     user_agents: list[str] = field(default_factory=list)
     with_barcode: tuple[int, ...] = (100,)
     extra_track: tuple[int, ...] = (110,)
+    no_isrc: tuple[int, ...] = (1003,)  # tracks whose recording has no ISRC here
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._faults])
@@ -64,7 +66,7 @@ class FakeMusicBrainz:
                 "id": mbid("c", t.id), "position": t.number, "number": str(t.number),
                 "title": t.title, "artist-credit": credit,
                 "recording": {"id": mbid("b", t.id), "title": t.title,
-                              "isrcs": [f"USFAKE{t.id:06d}"]}})
+                              "isrcs": [] if t.id in self.no_isrc else [f"USFAKE{t.id:06d}"]}})
         if album.id in self.extra_track:
             last = media[max(media)]
             last.append({"id": mbid("c", 999_000 + album.id), "position": len(last) + 1,

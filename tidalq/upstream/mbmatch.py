@@ -2,9 +2,10 @@
 I/O (the client in :mod:`tidalq.upstream.musicbrainz` fetches what is matched here).
 
 Tracks are matched by disc and position and confirmed by ISRC where both sides have one:
-a contradiction (both have ISRCs, none in common) rejects the release. ``strict`` also
-requires the same number of tracks and an agreeing ISRC on every track. Nothing is ever
-guessed: no confident match, no MusicBrainz tags, and the reason is said.
+a contradiction (both have ISRCs, none in common) rejects the release, and so does another
+number of tracks (another edition of the album, however alike). ``strict`` also requires an
+agreeing ISRC on every track. Nothing is ever guessed: no confident match, no MusicBrainz
+tags, and the reason is said.
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def match_release(album: AlbumMeta, release: dict[str, Any], how: str,
     """Tags for every album track the release holds at the same disc and position;
     NoMatch when the release contradicts the album."""
     positions = _positions(release)
-    if strict and len(positions) != len(album.tracks):
+    if len(positions) != len(album.tracks):
         raise NoMatch(f"release {release.get('id')} has {len(positions)} tracks, the album "
-                      f"{len(album.tracks)} (strict matching)")
+                      f"{len(album.tracks)}: another edition")
     base = _release_tags(release)
     result = Match(str(release["id"]), how)
     for meta in album.tracks:
@@ -81,10 +82,11 @@ def match_release(album: AlbumMeta, release: dict[str, Any], how: str,
                               f"{meta.disc_number}-{meta.track_number}")
             continue
         agree = _isrc_agrees(meta, mb)
-        if agree is False or (strict and not agree):
-            raise NoMatch(f"track {meta.disc_number}-{meta.track_number} "
-                          f"({meta.full_title}): ISRC {meta.isrc or 'missing'} is not the "
-                          f"release's")
+        where = f"track {meta.disc_number}-{meta.track_number} ({meta.full_title})"
+        if agree is False:
+            raise NoMatch(f"{where}: ISRC {meta.isrc} is not the release's")
+        if strict and agree is None:
+            raise NoMatch(f"{where}: no ISRC on both sides to confirm it (strict matching)")
         result.confirmed_by_isrc += bool(agree)
         result.tags[meta.id] = {**base, **_track_tags(mb)}
     if not result.tags:

@@ -106,6 +106,10 @@ class MusicBrainz:
             return await self._try(await self._by_isrc(album), album, "isrc", strict)
         except Unavailable as exc:
             log.warning("album %s: %s; tagged without MusicBrainz", album.id, exc)
+            if release_id:  # the user chose it: its id is written, unchecked
+                return (Match(release_id, "given", {t.id: {"MUSICBRAINZ_ALBUMID": [release_id]}
+                                                    for t in album.tracks}),
+                        f"{exc}; tagged with the given release id only")
             return None, f"{exc}; tagged without MusicBrainz ids"
 
     async def _try(self, candidates: list[str], album: AlbumMeta, how: str, strict: bool
