@@ -4,6 +4,7 @@ downloadOrchestrator.ts, src/lib/clients/queueClient.ts), and the fields it read
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,8 @@ async def test_every_action_button(web: tuple[str, Daemon], fake: RunningFake) -
     cancelled = await wait_for(url, body["jobId"], "cancelled")
     assert cancelled["completedTracks"] >= kept
     status, body = await call("PATCH", job_url, json={"action": "cancel"})
-    assert status == 400 and body["success"] is False and body["error"]
+    assert status == 200 and body["success"] and body["message"] == "already cancelled", \
+        "the app's second click (Stop, then the card's cancel) is no error"
     # Retry: back to the queue, and only what is missing is fetched
     fake.faults.throttle_bps = None
     status, body = await call("PATCH", job_url, json={"action": "retry"})
@@ -150,9 +152,8 @@ async def test_every_action_button(web: tuple[str, Daemon], fake: RunningFake) -
     assert done["job"]["musicBrainzReleaseId"] == release
     last = Path(done["trackProgress"][-1]["path"])
     assert FLAC(last)["MUSICBRAINZ_ALBUMID"] == [release]
-    status, body = await call("PATCH", job_url, json={"action": "set_musicbrainz_release",
-                                                      "musicBrainzReleaseId": release})
-    assert status == 400, "a finished job's release cannot be set"
+    status, body = await call("PATCH", job_url, json={"action": "cancel"})
+    assert status == 200 and body["message"] == "already completed"
     status, body = await call("PATCH", job_url, json={"action": "explode"})
     assert status == 400 and "action" in body["error"]
     assert daemon.pool_or_raise.active == {}
@@ -208,3 +209,44 @@ async def test_cors_preflight_allows_patch_for_listed_origins(web: tuple[str, Da
                 "Origin": "https://evil.example",
                 "Access-Control-Request-Method": "PATCH"}) as resp:
             assert resp.status == 403
+
+
+async def test_a_release_set_on_a_completed_album_retags_its_files(
+        tmp_path: Path, fake: RunningFake) -> None:
+    """The app sets the MusicBrainz release after the album finished: the id is kept and
+    the files get the release's tags, verified; another edition's release is refused."""
+    from tidalq.testing.fakemb import mbid
+
+    port = free_port()
+    daemon = await start(tmp_path, fake, http_listen=f"127.0.0.1:{port}",
+                         musicbrainz_url=f"{fake.url}/mb")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _, body = await call("POST", url + BASE, json=ALBUM_BODY)
+        job_url = f"{url}{BASE}/{body['jobId']}"
+        done = await wait_for(url, body["jobId"], "completed", 60)
+        paths = [Path(t["path"]) for t in done["trackProgress"]]
+        assert not any("MUSICBRAINZ_ALBUMID" in FLAC(p) for p in paths)
+
+        status, body = await call("PATCH", job_url, json={
+            "action": "set_musicbrainz_release", "musicBrainzReleaseId": mbid("a", 110)})
+        assert status == 200 and "another edition" in body["message"]
+        assert not any("MUSICBRAINZ_ALBUMID" in FLAC(p) for p in paths)
+
+        status, body = await call("PATCH", job_url, json={
+            "action": "set_musicbrainz_release", "musicBrainzReleaseId": mbid("a", 100)})
+        assert status == 200 and "re-tagged 3 of 3 files" in body["message"], body
+        _, got = await call("GET", job_url)
+        assert got["job"]["job"]["musicBrainzReleaseId"] == mbid("a", 100)
+        assert "re-tagged 3 of 3" in got["job"]["job"]["musicBrainzMatch"]
+        for path, entry in zip(paths, done["trackProgress"], strict=True):
+            tags = FLAC(path)
+            assert tags["MUSICBRAINZ_ALBUMID"] == [mbid("a", 100)]
+            assert tags["MUSICBRAINZ_TRACKID"] == [mbid("b", entry["trackId"])]
+            assert tags["TIDAL_TRACK_ID"] == [str(entry["trackId"])], "other tags kept"
+            subprocess.run(["flac", "-t", "-s", str(path)], check=True)
+        leftovers = [p for p in (tmp_path / "lib" / ".tidalq" / "staging").rglob("*")
+                     if p.is_file()]
+        assert leftovers == []
+    finally:
+        await daemon.shutdown()

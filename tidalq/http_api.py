@@ -308,24 +308,27 @@ class HttpApi:
             if not isinstance(release, str) or not release.strip():
                 raise InvalidInput("musicBrainzReleaseId must be a non-empty string",
                                    "musicBrainzReleaseId")
-            try:
-                await annotate(self.ctx, {"id": job_id,
-                                          "fields": {"musicBrainzReleaseId": release.strip()}})
-            except IllegalTransition as exc:
-                raise InvalidInput(f"Cannot set the MusicBrainz release: {exc}", "action") \
-                    from None
-            return _done(job_id, "MusicBrainz release set")
+            answer = await annotate(self.ctx, {
+                "id": job_id, "fields": {"musicBrainzReleaseId": release.strip()}})
+            job = answer["job"]
+            retagged = job["job"].get("musicBrainzMatch") \
+                if job["status"] == JobStatus.COMPLETED.value else None
+            return _done(job_id, f"MusicBrainz release set: {retagged}" if retagged
+                         else "MusicBrainz release set")
         if action not in JOB_ACTIONS:
             raise InvalidInput(f"action must be one of {', '.join(JOB_ACTIONS)}, "
                                "set_musicbrainz_release", "action")
-        await self._act(job_id, action)
-        return _done(job_id, JOB_ACTIONS[action])
+        said = await self._act(job_id, action)
+        return _done(job_id, said or JOB_ACTIONS[action])
 
-    async def _act(self, job_id: str, action: str) -> None:
+    async def _act(self, job_id: str, action: str) -> str | None:
+        """Run the socket's handler for ``action``; its message, if it said one."""
         answer = await METHOD_TABLE[f"queue.{action}"](self.ctx, {"ids": [job_id]})
         result = answer["results"][0]
         if not result["ok"]:
             raise InvalidInput(f"Cannot {action} job {job_id}: {result['error']}", "action")
+        message: str | None = result.get("message")
+        return message
 
     async def delete_job(self, request: web.Request) -> web.Response:
         job_id = await self._resolve(request)

@@ -238,7 +238,7 @@ def results(answer: dict[str, Any], verb: str, notes: bool = False) -> int:
     for r in answer.get("results", []):
         if r.get("ok"):
             succeeded += 1
-            console().print(f"{verb} {r['id']}")
+            console().print(f"{r.get('message') or verb} {r['id']}")
         elif notes:
             console(stderr=True).print(f"note: {r['id']}: {r.get('error')}")
         else:

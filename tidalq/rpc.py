@@ -39,7 +39,8 @@ from tidalq.protocol import (
     PROTOCOL_VERSION,
     ErrorCode,
 )
-from tidalq.store.base import JobStore
+from tidalq.retag import retag_with_release
+from tidalq.store.base import CLIENT_ANNOTATIONS, JobStore
 from tidalq.terms import JobStatus
 from tidalq.worker import WorkerPool
 
@@ -161,6 +162,9 @@ def _each(op: Callable[[JobStore, str], Awaitable[Job | None]],
                     after(ctx, job_id)
                 results.append({"id": job_id, "ok": True,
                                 "job": job.to_json() if job is not None else None})
+            except AlreadyEnded as ended:
+                results.append({"id": ended.job.id, "ok": True, "job": ended.job.to_json(),
+                                "message": f"already {ended.job.status.value}"})
             except (JobNotFound, AmbiguousJobId, IllegalTransition) as exc:
                 results.append({"id": prefix, "ok": False, "error": str(exc),
                                 "code": int(error_code(exc))})
@@ -168,6 +172,25 @@ def _each(op: Callable[[JobStore, str], Awaitable[Job | None]],
         return {"results": results}
 
     return handler
+
+
+class AlreadyEnded(IllegalTransition):
+    """Raised by a cancel of a job that has already ended: a success that says so (the
+    web app cancels twice: its Stop button, then the card's own cancel)."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} is already {job.status.value}")
+        self.job = job
+
+
+async def _cancel(store: JobStore, job_id: str) -> Job:
+    try:
+        return await store.cancel(job_id)
+    except IllegalTransition:
+        job = await store.get(job_id)
+        if job.status.finished:
+            raise AlreadyEnded(job) from None
+        raise
 
 
 def _forget(ctx: Context, job_id: str) -> None:
@@ -195,13 +218,25 @@ async def retry(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def annotate(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    """Set client fields on a job that has not finished (``set_musicbrainz_release``)."""
+    """Set client fields on a job (``set_musicbrainz_release``). A completed job's files
+    are re-tagged with the release at once, and its ``musicBrainzMatch`` says how it went;
+    a job yet to run uses the release when it runs."""
     _known(params, {"id", "fields"})
     fields = params.get("fields")
-    if not isinstance(fields, dict):
-        raise InvalidInput("fields must be an object", "fields")
+    if not isinstance(fields, dict) or not set(fields) <= set(CLIENT_ANNOTATIONS):
+        raise InvalidInput(f"fields must be an object of {', '.join(CLIENT_ANNOTATIONS)}",
+                           "fields")
     job_id = await ctx.store.resolve(_one_id(params))
-    return {"job": (await ctx.store.annotate(job_id, fields)).to_json()}
+    job = await ctx.store.annotate(job_id, fields)
+    if "musicBrainzReleaseId" in fields and job.status is JobStatus.COMPLETED:
+        job = await ctx.store.annotate(job_id, {"musicBrainzMatch": await _retag(ctx, job)})
+    return {"job": job.to_json()}
+
+
+async def _retag(ctx: Context, job: Job) -> str:
+    if ctx.pool.pipeline is None:
+        return "this daemon downloads nothing (workers off): its files were not re-tagged"
+    return (await retag_with_release(ctx.pool.pipeline, job))[:1000]
 
 
 def _one_id(params: dict[str, Any]) -> str:
@@ -339,7 +374,7 @@ METHOD_TABLE: dict[str, Handler] = {
     "queue.submit": submit,
     "queue.list": list_jobs,
     "queue.get": get,
-    "queue.cancel": _each(lambda s, i: s.cancel(i), _cancelled),
+    "queue.cancel": _each(_cancel, _cancelled),
     "queue.retry": retry,
     "queue.remove": _each(_remove, _forget),
     "queue.pause": _pause_or_resume(True),

@@ -115,14 +115,35 @@ def _write_m4a(path: Path, data: TagData) -> AudioFacts:
     if t.explicit:
         audio["rtng"] = [1]
     skip = set(_MP4_STANDARD) | {"TRACKNUMBER", "TRACKTOTAL", "DISCNUMBER", "DISCTOTAL"}
-    for key, values in fields.items():
-        if key not in skip:
-            name = MP4_FREEFORM_NAMES.get(key, key)
-            audio[f"----:com.apple.iTunes:{name}"] = [MP4FreeForm(v.encode()) for v in values]
+    _set_freeform(audio, {k: v for k, v in fields.items() if k not in skip})
     if data.cover:
         audio["covr"] = [MP4Cover(data.cover, imageformat=MP4Cover.FORMAT_JPEG)]
     audio.save()
     return facts_of(audio)
+
+
+def _set_freeform(audio: MP4, fields: dict[str, list[str]]) -> None:
+    for key, values in fields.items():
+        name = MP4_FREEFORM_NAMES.get(key, key)
+        audio[f"----:com.apple.iTunes:{name}"] = [MP4FreeForm(v.encode()) for v in values]
+
+
+def add_fields(path: Path, fields: dict[str, list[str]]) -> AudioFacts:
+    """Set these tags (Vorbis comment names, as :func:`write_tags` takes them) and keep
+    every other tag; returns what parsing the file said of its stream."""
+    try:
+        if path.suffix == ".flac":
+            flac = FLAC(path)
+            for key, values in fields.items():
+                flac[key] = values
+            flac.save()
+            return facts_of(flac)
+        mp4 = MP4(path)
+        _set_freeform(mp4, fields)
+        mp4.save()
+        return facts_of(mp4)
+    except (MutagenError, ValueError) as exc:
+        raise IntegrityFailed(f"cannot tag {path.name}: {exc}") from exc
 
 
 def read_identity(path: Path) -> tuple[str | None, str | None]:

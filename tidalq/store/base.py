@@ -26,7 +26,10 @@ TrackProgress = list[dict[str, Any]]
 Titles = dict[str, str]  # what the daemon learned: artistName, albumTitle, trackTitle
 TITLE_KEYS = ("artistName", "albumTitle", "trackTitle", "musicBrainzReleaseId",
               "musicBrainzMatch")
-ANNOTATIONS = ("musicBrainzReleaseId",)
+# what annotate() may set, and the longest value of each: clients set the release, the
+# daemon also says how re-tagging a finished job's files went
+ANNOTATIONS = {"musicBrainzReleaseId": 200, "musicBrainzMatch": 1000}
+CLIENT_ANNOTATIONS = ("musicBrainzReleaseId",)
 
 
 class JobStore(abc.ABC):
@@ -121,7 +124,7 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
-        """Set client fields (``musicBrainzReleaseId``…) on a job that has not finished;
+        """Set client fields (``musicBrainzReleaseId``…) on a job, whatever its status;
         they join its ``job`` object."""
 
     @abc.abstractmethod
@@ -193,8 +196,8 @@ def check_progress(progress: float) -> float:
 
 
 def check_annotation(fields: dict[str, str]) -> dict[str, str]:
-    if not fields or not all(k in ANNOTATIONS and isinstance(v, str) and 0 < len(v) <= 200
-                             for k, v in fields.items()):
+    if not fields or not all(k in ANNOTATIONS and isinstance(v, str)
+                             and 0 < len(v) <= ANNOTATIONS[k] for k, v in fields.items()):
         raise InvalidInput(f"annotations may set {', '.join(ANNOTATIONS)} to short strings",
                            "fields")
     return fields

@@ -277,7 +277,6 @@ elseif op == 'resume' then
   enqueue(id)
   set_status(id, 'queued', 'resumed', now)
 elseif op == 'annotate' then
-  if not is_live(status) then return {'illegal', status} end
   -- string fields only, so cjson's number formatting never touches an id
   local patch = cjson.decode(get(id, 'patch') or '{}')
   for k, v in pairs(cjson.decode(ARGV[3])) do patch[k] = v end

@@ -202,8 +202,8 @@ def resume(job: Job, now: int) -> str:
 
 
 def annotate(job: Job, fields: dict[str, str], now: int) -> str:
-    if job.status.finished:
-        raise _refuse(job, "change")
+    """Client fields join the job in any state: a finished job's MusicBrainz release is
+    kept (and its files re-tagged by the daemon)."""
     job.spec = JobSpec.from_json({**job.spec.to_json(), **fields})
     job.updated_at = now
     return "annotated"
