@@ -33,8 +33,8 @@ TRACK_BODY = {"job": {"type": "track", "trackId": 1003, "quality": "LOSSLESS",
                       "experimentalMusicBrainzTagging": True,
                       "strictMusicBrainzMatching": False}}
 RECORD_FIELDS = {"id", "status", "job", "progress", "createdAt", "priority", "retryCount",
-                 "maxRetries", "nextRetryAt", "failureCode", "cancellationRequested",
-                 "pauseRequested", "lastUpdatedAt", "fileSize"}
+                 "maxRetries", "cancellationRequested", "pauseRequested", "lastUpdatedAt",
+                 "fileSize"}  # nextRetryAt, failureCode: absent while unset
 METRIC_FIELDS = {"total_jobs", "queued", "processing", "paused", "completed", "failed",
                  "cancelled", "avg_success_rate", "avg_retry_count", "total_download_time_ms",
                  "avg_job_duration_ms", "failure_by_code"}
@@ -250,3 +250,33 @@ async def test_a_release_set_on_a_completed_album_retags_its_files(
         assert leftovers == []
     finally:
         await daemon.shutdown()
+
+
+async def test_polls_never_show_null_numbers_or_a_partial_track_count(
+        web: tuple[str, Daemon], fake: RunningFake) -> None:
+    """The app's types have completedAt and nextRetryAt as number | undefined, and it shows
+    totalTracks from the first poll: album 300's 210 tracks, never fewer. The app's own
+    body sends no trackCount here, so the count must be the daemon's."""
+    url, _ = web
+    fake.faults.throttle_bps = 2_000_000
+    job = {k: v for k, v in ALBUM_BODY["job"].items() if k != "trackCount"}
+    _, body = await call("POST", url + BASE, json={"job": {**job, "albumId": 300}})
+    counts: list[int | None] = []
+    seen: dict[str, Any] = {}
+
+    async def finished() -> bool:
+        _, got = await call("GET", f"{url}{BASE}/{body['jobId']}")
+        seen.update(got["job"])
+        nulls = [k for k, v in got["job"].items() if v is None]
+        assert nulls == [], f"{nulls} are null while {got['job']['status']}"
+        _, listed = await call("GET", url + BASE)
+        assert all(v is not None for j in listed["jobs"] for v in j.values())
+        if got["job"]["status"] == "processing":
+            counts.append(got["job"].get("trackCount"))
+        return bool(got["job"]["status"] == "completed")
+
+    await await_until(finished, 90, "album 300 to complete")
+    fake.faults.throttle_bps = None
+    assert counts and set(counts) <= {None, 210}, counts
+    assert counts[-1] == 210 and None not in counts[counts.index(210):], "never shrinks"
+    assert seen["trackCount"] == 210 and "nextRetryAt" not in seen

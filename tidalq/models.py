@@ -322,8 +322,9 @@ class Job:
             out["result"] = self.result
         elif self.spec.type in ("album", "playlist", "mix"):
             tracks = self.track_progress
-            # the client's count until the daemon has listed the album
-            out["trackCount"] = len(tracks) or int(self.spec.extra.get("trackCount") or 0)
+            # the client's count until the daemon has listed the album (every page of it:
+            # entries are stored whole), unknown (None) before: never a partial count
+            out["trackCount"] = len(tracks) or self.spec.extra.get("trackCount") or None
             out["completedTracks"] = sum(1 for t in tracks if t.get("status") == "completed")
             out["failedTracks"] = sum(1 for t in tracks if t.get("status") == "failed")
             out["trackProgress"] = tracks

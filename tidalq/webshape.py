@@ -6,6 +6,8 @@ tidalq's own fields left beside them. The one place the two vocabularies meet:
 - a job's ``retryCount``/``maxRetries`` count retries after the first attempt;
 - ``trackProgress`` entries carry ``trackTitle`` and the app's statuses (``pending``,
   ``downloading``, ``completed``, ``failed``) beside tidalq's ``title`` and ``state``;
+- a field that is unset is absent, never ``null`` (the app's types have ``completedAt``,
+  ``nextRetryAt`` and the other optional values as ``T | undefined``);
 - ``queue`` has ``total``; ``metrics`` uses the app's snake_case names.
 """
 
@@ -38,8 +40,6 @@ def web_job(job: Job, with_tracks: bool = True) -> dict[str, Any]:
     out["retryCount"] = max(0, job.attempts - 1)
     out["maxRetries"] = max(0, job.max_attempts - 1)
     out["cancellationRequested"] = False  # a cancel takes effect at once
-    if job.error is None:
-        out.pop("error")
     if job.started_at and job.completed_at:
         out["downloadTimeMs"] = job.completed_at - job.started_at
     files = [job.result] if job.result else job.track_progress
@@ -47,7 +47,7 @@ def web_job(job: Job, with_tracks: bool = True) -> dict[str, Any]:
     if job.spec.type in ("album", "playlist", "mix"):
         out["trackProgress"] = [web_track(t) for t in job.track_progress] if with_tracks \
             else []
-    return out
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def queue_counts(counts: dict[str, int]) -> dict[str, int]:

@@ -140,7 +140,7 @@ class ActiveJob:
         return {"id": self.job_id, "type": spec.type, "tidalId": spec.tidal_id,
                 "quality": spec.quality.value, **spec.to_json(), **self.known_titles,
                 "progress": round(self.progress, 4), "etaS": self.eta_s(),
-                "trackCount": len(tracks) if spec.type == "album" else None,
+                "trackCount": (len(tracks) or None) if spec.type == "album" else None,
                 "completedTracks": sum(1 for t in tracks if t.get("status") == "completed")
                 if spec.type == "album" else None}
 
