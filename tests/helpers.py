@@ -124,10 +124,11 @@ class DaemonProcess:
         self._own_session = False  # set by start(); a test may set proc itself
         self.wrapper: list[str] = []  # e.g. ["unshare", "--pid", "--fork"]: in its group
 
-    def start(self, wait: bool = True, **popen: object) -> None:
+    def start(self, wait: bool = True, *flags: str, **popen: object) -> None:
         log = self.log_path.open("ab")
         # a session of its own: stop() kills a wrapper's children with it
-        self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "tidalq", "daemon"],
+        self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "tidalq", "daemon",
+                                      *flags],
                                      cwd=repo_root(), env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      **popen)  # type: ignore[call-overload]

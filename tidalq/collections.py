@@ -61,11 +61,12 @@ def collection_entries(collection: Collection, previous: list[dict[str, Any]]
     entries = []
     for position, track in enumerate(collection.tracks, 1):
         old = before.get((position, track.id))
+        numbers = {"discNumber": track.disc_number, "trackNumber": track.track_number}
         if old and old.get("status") == "completed":
-            entries.append(dict(old))
+            entries.append({**numbers, **old})  # entries of older versions lack the numbers
             continue
         entries.append({"position": position, "trackId": track.id, "title": track.full_title,
-                        "artist": track.artist_name, "durationS": track.duration_s,
+                        "artist": track.artist_name, "durationS": track.duration_s, **numbers,
                         "status": "queued", "progress": 0.0, "quality": None, "path": None,
                         "error": None, "skipped": False})
     return entries

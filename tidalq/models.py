@@ -265,6 +265,26 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# an entry's status once its job has ended: what was running stopped with the job, what
+# had not started never will
+_ENTRY_END = {JobStatus.CANCELLED: {"processing": "cancelled", "queued": "cancelled"},
+              JobStatus.FAILED: {"processing": "failed", "queued": "skipped"},
+              JobStatus.COMPLETED: {"processing": "skipped", "queued": "skipped"}}
+
+
+def ended_entries(entries: list[dict[str, Any]], status: JobStatus
+                  ) -> list[dict[str, Any]]:
+    """A job's track entries as its status has them: when a job ends, every entry ends
+    too (an entry's own state is stored as its attempt left it, on every backend)."""
+    ends = _ENTRY_END.get(status)
+    if not ends or not any(e.get("status") in ends for e in entries):
+        return entries
+    why = {"cancelled": "cancelled", "skipped": f"not started: the job {status.value}",
+           "failed": "stopped: the job failed"}
+    return [{**e, "status": ends[e["status"]], "error": e.get("error") or why[ends[e["status"]]]}
+            if e.get("status") in ends else e for e in entries]
+
+
 @dataclass
 class Job:
     """A job as the store keeps it. ``token``/``lease_until_ms`` never leave the daemon."""
@@ -321,7 +341,7 @@ class Job:
             out["releases"] = self.track_progress
             out["result"] = self.result
         elif self.spec.type in ("album", "playlist", "mix"):
-            tracks = self.track_progress
+            tracks = ended_entries(self.track_progress, self.status)
             # the client's count until the daemon has listed the album (every page of it:
             # entries are stored whole), unknown (None) before: never a partial count
             out["trackCount"] = len(tracks) or self.spec.extra.get("trackCount") or None

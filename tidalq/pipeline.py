@@ -197,6 +197,29 @@ def _naming_the_track(exc: DownloadError, staging: Path, target: Path) -> Downlo
     return exc
 
 
+def _copy_if_ours(path: Path, staging: Path, meta: TrackMeta) -> bool:
+    if tags.read_identity(path)[0] != str(meta.id):
+        return False
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, staging)
+    return True
+
+
+def _add_and_sync(staging: Path, fields: dict[str, list[str]]) -> verify.AudioFacts:
+    facts = tags.add_fields(staging, fields)
+    sync_file(staging)
+    return facts
+
+
+def _replace_if_ours(staging: Path, target: Path, meta: TrackMeta) -> bool:
+    """Under the folder's lock: the file still holds this track, so the copy replaces it."""
+    if tags.read_identity(target)[0] != str(meta.id):
+        return False
+    move_into_place(staging, target, lambda: None)
+    fsync_dir(target.parent)
+    return True
+
+
 class Pipeline:
     """Runs track and album jobs; shares the daemon's download slots."""
 
@@ -444,9 +467,31 @@ class Pipeline:
         """One track into the library; a filesystem error is the job's error with a code,
         never an internal one."""
         try:
-            return await self._track(req, on_progress)
+            result = await self._track(req, on_progress)
+            if result["skipped"] and req.musicbrainz and not await asyncio.to_thread(
+                    tags.has_fields, Path(result["path"]), req.musicbrainz):
+                # a file already in the library gets the release the job names too
+                await self.add_tags_in_place(req.meta, Path(result["path"]), req.musicbrainz)
+            return result
         except OSError as exc:
             raise from_os_error(exc) from exc
+
+    async def add_tags_in_place(self, meta: TrackMeta, path: Path,
+                                fields: dict[str, list[str]]) -> bool:
+        """Set these tags on a file in the library, published like a download: a copy in
+        staging is tagged, synced and verified in full, and renamed over the file under
+        the folder's lock. False when the file no longer holds this track."""
+        staging = self.staging_dir / f"retag-{secrets.token_hex(6)}{path.suffix}"
+        try:
+            if not await asyncio.to_thread(_copy_if_ours, path, staging, meta):
+                return False
+            parsed = await asyncio.to_thread(_add_and_sync, staging, fields)
+            await verify.verify(staging, meta.duration_s, parsed)
+            return await self.editions.publish(
+                meta, path, True,
+                lambda to: asyncio.to_thread(_replace_if_ours, staging, to, meta))
+        finally:
+            staging.unlink(missing_ok=True)
 
     async def _track(self, req: TrackRequest, on_progress: Progress) -> dict[str, Any]:
         meta = req.meta

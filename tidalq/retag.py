@@ -10,16 +10,12 @@ lock. A file that changed since (another track, or gone) is left alone and count
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
-import shutil
 from pathlib import Path
 
-from tidalq.errors import DownloadError, TidalqError, from_os_error
-from tidalq.media import tags, verify
-from tidalq.models import AlbumMeta, Job, TrackMeta
-from tidalq.pipeline import Pipeline, fsync_dir, move_into_place, sync_file
+from tidalq.errors import DownloadError, TidalqError
+from tidalq.models import AlbumMeta, Job
+from tidalq.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -69,48 +65,7 @@ async def retag_with_release(pipeline: Pipeline, job: Job) -> str:
         if fields is None or track_id not in metas:
             continue
         try:
-            written += await _retag_file(pipeline, metas[track_id], path, fields)
+            written += await pipeline.add_tags_in_place(metas[track_id], path, fields)
         except TidalqError as exc:
             log.warning("job %s: re-tagging %s failed: %s", job.id, path, exc)
     return f"{why}; re-tagged {written} of {len(files)} files"
-
-
-async def _retag_file(pipeline: Pipeline, meta: TrackMeta, path: Path,
-                      fields: dict[str, list[str]]) -> bool:
-    """One file, published like a download; False when it no longer holds this track."""
-    staging = pipeline.staging_dir / f"retag-{secrets.token_hex(6)}{path.suffix}"
-    try:
-        if not await asyncio.to_thread(_copy_if_ours, path, staging, meta):
-            return False
-        parsed = await asyncio.to_thread(_tag_and_sync, staging, fields)
-        await verify.verify(staging, meta.duration_s, parsed)
-        return await pipeline.editions.publish(
-            meta, path, True, lambda to: asyncio.to_thread(_replace_if_ours, staging, to, meta))
-    except OSError as exc:
-        raise from_os_error(exc) from exc
-    finally:
-        staging.unlink(missing_ok=True)
-
-
-def _copy_if_ours(path: Path, staging: Path, meta: TrackMeta) -> bool:
-    if tags.read_identity(path)[0] != str(meta.id):
-        return False
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, staging)
-    return True
-
-
-def _tag_and_sync(staging: Path, fields: dict[str, list[str]]) -> verify.AudioFacts:
-    facts = tags.add_fields(staging, fields)
-    sync_file(staging)
-    return facts
-
-
-def _replace_if_ours(staging: Path, target: Path, meta: TrackMeta) -> bool:
-    """Under the folder's lock: the file is still this track's, so the tagged copy
-    replaces it."""
-    if tags.read_identity(target)[0] != str(meta.id):
-        return False
-    move_into_place(staging, target, lambda: None)
-    fsync_dir(target.parent)
-    return True

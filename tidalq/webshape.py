@@ -20,7 +20,7 @@ from tidalq.models import Job
 from tidalq.terms import JobStatus
 
 TRACK_STATUS = {"queued": "pending", "processing": "downloading", "completed": "completed",
-                "failed": "failed"}
+                "failed": "failed", "cancelled": "failed", "skipped": "failed"}
 
 
 def web_track(entry: dict[str, Any]) -> dict[str, Any]:

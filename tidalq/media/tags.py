@@ -146,6 +146,20 @@ def add_fields(path: Path, fields: dict[str, list[str]]) -> AudioFacts:
         raise IntegrityFailed(f"cannot tag {path.name}: {exc}") from exc
 
 
+def has_fields(path: Path, fields: dict[str, list[str]]) -> bool:
+    """Whether the file already carries these tags with these values."""
+    try:
+        if path.suffix == ".flac":
+            flac: Any = FLAC(path).tags or {}
+            return all(list(flac.get(k) or []) == v for k, v in fields.items())
+        atoms: Any = MP4(path).tags or {}
+        return all([bytes(x).decode() for x in atoms.get(
+            f"----:com.apple.iTunes:{MP4_FREEFORM_NAMES.get(k, k)}") or []] == v
+            for k, v in fields.items())
+    except (MutagenError, OSError, ValueError):
+        return False
+
+
 def read_identity(path: Path) -> tuple[str | None, str | None]:
     """(TIDAL track id, quality) from a file tidalq tagged; (None, None) otherwise."""
     try:
