@@ -127,3 +127,74 @@ def test_libfaketime_moves_the_wall_clock_and_not_the_monotonic_one(tmp_path: Pa
                               "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
                               "PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["3600", "0"]
+
+
+def test_a_wall_clock_jump_never_makes_a_daemon_redo_its_own_job(
+        tmp_path: Path, fake_proc: FakeProcess) -> None:
+    """The wall clock jumps 60 s forward (lease 30 s), three times, while a track download
+    waits on a stalled CDN (no progress, so only the lease/3 renewals touch the lease):
+    the daemon's maintenance (every 5 s) must never reap the job it runs itself. One
+    fetch. (Before the fix, each jump was reaped with odds of about 3 in 4.)"""
+    clock = tmp_path / "faketime"
+    clock.write_text("+0\n")
+    env = {**fake_proc.env(), "TIDAL_DOWNLOADS": str(tmp_path / "lib"),
+           "TIDALQ_STORE": f"sqlite:///{tmp_path}/queue.db", "TIDALQ_LEASE": "30s",
+           "LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(clock),
+           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    fake_proc.faults(cdn_stall_s=20.0)
+    daemon = DaemonProcess(tmp_path, env, "jump")
+    daemon.start()
+    try:
+        job = daemon.cli("add", "track", "1001").stdout.strip()
+
+        def downloading() -> bool:
+            return any(r["path"].startswith("/cdn/1001/") for r in fake_proc.requests())
+
+        deadline = time.monotonic() + 20
+        while not downloading():
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        for jump in (60, 120, 180):
+            clock.write_text(f"+{jump}\n")
+            time.sleep(5.5)  # a maintenance round passes between jumps
+        out = daemon.cli("wait", job, "--timeout", "120", check=False, timeout=150)
+        shown = daemon.json("show", job)
+    finally:
+        fake_proc.faults(cdn_stall_s=0.0)
+        daemon.stop()
+    assert out.returncode == 0 and shown["status"] == "completed", shown
+    fetches = [r for r in fake_proc.requests() if r["path"].startswith("/cdn/1001/")]
+    assert len(fetches) == 1, fetches
+    assert RECLAIMED not in daemon.log() and shown["attempts"] == 1
+
+
+def test_a_stopped_daemons_job_waits_for_it_on_sqlite(tmp_path: Path,
+                                                      fake_proc: FakeProcess) -> None:
+    """Two daemons on one SQLite store and library: one is stopped (SIGSTOP) past its
+    lease mid-download. Its instance lock proves it alive, so the other never takes its
+    job; continued, it finishes with one fetch."""
+    env = {**fake_proc.env(), "TIDAL_DOWNLOADS": str(tmp_path / "lib"),
+           "TIDALQ_STORE": f"sqlite:///{tmp_path}/queue.db", "TIDALQ_LEASE": "2s",
+           "TIDALQ_POLL_INTERVAL": "0.5"}
+    fake_proc.faults(cdn_stall_s=4.0)
+    first, second = DaemonProcess(tmp_path, env, "first"), DaemonProcess(tmp_path, env, "second")
+    first.start()
+    try:
+        job = first.cli("add", "track", "1001").stdout.strip()
+        deadline = time.monotonic() + 20
+        while not any(r["path"].startswith("/cdn/1001/") for r in fake_proc.requests()):
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        first.signal(signal.SIGSTOP)
+        second.start()
+        time.sleep(7.0)  # past the lease, and past a maintenance round of the second
+        assert second.json("show", job)["status"] == "processing"
+        first.signal(signal.SIGCONT)
+        out = second.cli("wait", job, "--timeout", "60", check=False)
+        shown = second.json("show", job)
+    finally:
+        fake_proc.faults(cdn_stall_s=0.0)
+        first.stop()
+        second.stop()
+    assert out.returncode == 0 and shown["status"] == "completed", shown
+    assert len([r for r in fake_proc.requests() if r["path"].startswith("/cdn/1001/")]) == 1

@@ -201,6 +201,19 @@ async def test_pause_stops_claims_and_resume_wakes_an_idle_claimer(store: JobSto
     assert (await store.get(job.id)).status is JobStatus.PROCESSING
 
 
+async def test_a_spared_job_is_not_reaped_for_its_lease_but_for_a_dead_holder(
+        store: JobStore) -> None:
+    """``spare``: jobs held live (by the reaping daemon itself, or by a daemon whose lock
+    proves it alive) are not judged by a clock; a dead holder still loses them."""
+    spared, other = (await store.submit(track(1)))[0], (await store.submit(track(2)))[0]
+    for n in (1, 2):
+        assert await store.claim("a", 0.2) is not None
+    await asyncio.sleep(0.25)
+    assert await store.reap(spare=[spared.id]) == [other.id]
+    assert (await store.get(spared.id)).status is JobStatus.PROCESSING
+    assert await store.reap(dead_workers=["a"], spare=[spared.id]) == [spared.id]
+
+
 async def test_expired_lease_is_reaped_and_late_finish_refused(store: JobStore) -> None:
     job, _ = await store.submit(track(1))
     first = await store.claim("a", 0.2)

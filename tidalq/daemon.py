@@ -29,7 +29,7 @@ from tidalq.config import Settings, redact_url
 from tidalq.errors import StoreUnavailable, from_os_error
 from tidalq.follows import FollowChecker
 from tidalq.http_api import HttpApi
-from tidalq.instance import Instance, dead_instances, instance_of, worker_name
+from tidalq.instance import Instance, dead_instances, instance_of, live_instances, worker_name
 from tidalq.media.fetch import Fetcher
 from tidalq.media.verify import available_checks
 from tidalq.notify import Notifier
@@ -230,12 +230,28 @@ class Daemon:
     async def _maintain(self) -> None:
         assert self.store is not None
         try:
-            if await self.store.reap():
+            if await self.store.reap(spare=await self._held_live()):
                 self.pool_or_raise.wake()
             await self.store.purge_finished(self.settings.retention)
             sd_notify("STATUS=" + await self.status_line())
         except StoreUnavailable as exc:
             log.warning("maintenance skipped: %s", exc)
+
+    async def _held_live(self) -> set[str]:
+        """Jobs whose expired lease proves nothing: this daemon's running ones (a jump of
+        its wall clock must never make it redo its own work), and with a store of this
+        machine (SQLite) those of daemons whose instance lock proves them alive. A Redis
+        store judges leases by its own clock (``TIME``), so a lease that expired there
+        did expire."""
+        assert self.store is not None
+        held = set(self.pool_or_raise.active)
+        if self.store.store_clock:
+            return held
+        alive = await asyncio.to_thread(live_instances, self.settings.download_dir)
+        if self.instance is not None:  # ours: only what runs here now is held live
+            alive.discard(self.instance.id)
+        running = await self.store.list_jobs(JobStatus.PROCESSING, 10_000)
+        return held | {j.id for j in running if j.worker and instance_of(j.worker) in alive}
 
     async def status_line(self) -> str:
         assert self.store is not None

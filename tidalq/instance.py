@@ -84,6 +84,26 @@ class Instance:
         self._fd = None
 
 
+def live_instances(library: Path) -> set[str]:
+    """The instance ids of this library's daemons that are alive (their lock is held),
+    this one's included. Proof on one machine; a network filesystem's locks prove less,
+    and several machines share a Redis store, whose clock judges leases instead."""
+    folder = daemons_dir(library)
+    alive: set[str] = set()
+    for lock in folder.glob(f"*{LOCK_SUFFIX}") if folder.is_dir() else ():
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            alive.add(lock.name.removesuffix(LOCK_SUFFIX))
+        finally:
+            os.close(fd)  # closing drops a lock this look took
+    return alive
+
+
 def dead_instances(library: Path, own: str) -> set[str]:
     """Find daemons of this library that died, remove their staging folders and lock
     files, and return their instance ids. A lock held by anyone means alive."""

@@ -519,15 +519,18 @@ class WorkerPool:
             if renew:
                 last_renew = now
             for state in list(self.active.values()):
-                if time.monotonic() >= state.lease_expires_at():
-                    log.error("job %s: lease not renewed for %.0f s; stopping its work",
-                              state.job_id, time.monotonic() - state.renewed_at)
-                    self._stop(state, "lost")
-                elif renew or state.dirty:
+                late = time.monotonic() >= state.lease_expires_at()
+                if late or renew or state.dirty:
+                    # a late renewal still holds when the store kept the lease ours (this
+                    # process was stopped, and no one took the job): the token proves it
                     try:
                         await asyncio.wait_for(self._beat(state), beat_timeout)
                     except TimeoutError:
                         self._store_down(StoreUnavailable("the store did not answer a renewal"))
+                if late and time.monotonic() >= state.lease_expires_at():
+                    log.error("job %s: lease not renewed for %.0f s; stopping its work",
+                              state.job_id, time.monotonic() - state.renewed_at)
+                    self._stop(state, "lost")
             self._beat_now.clear()
             # finer than the margin a lease keeps: a deadline is never overshot by a beat
             margin = self.settings.lease * (1 - LOCAL_LEASE_FRACTION)

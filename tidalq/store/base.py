@@ -37,6 +37,9 @@ class JobStore(abc.ABC):
 
     max_stalls: int = DEFAULT_MAX_STALLS
     url: str = ""
+    # leases are judged by the store's own clock (Redis TIME), not by its daemons': a lease
+    # that expired there did expire, whatever any daemon's wall clock says
+    store_clock: bool = False
 
     # -- submitting and reading -------------------------------------------------------
     @abc.abstractmethod
@@ -103,9 +106,12 @@ class JobStore(abc.ABC):
         """Give a held job back to the queue without spending an attempt."""
 
     @abc.abstractmethod
-    async def reap(self, dead_workers: Collection[str] = ()) -> list[str]:
+    async def reap(self, dead_workers: Collection[str] = (),
+                   spare: Collection[str] = ()) -> list[str]:
         """Requeue (or fail, past ``max_stalls``) jobs whose lease expired, and those held
-        by ``dead_workers`` (daemons known to have died) without waiting for their lease."""
+        by ``dead_workers`` (daemons known to have died) without waiting for their lease.
+        Jobs named in ``spare`` are known to be held live (by the caller, or by a daemon
+        whose instance lock proves it alive): their lease is not judged by the clock."""
 
     # -- the user's side --------------------------------------------------------------
     @abc.abstractmethod

@@ -216,9 +216,11 @@ class MemoryStore(JobStore):
         now = self._clock()
         return self._finish(job_id, token, lambda j: rules.release(j, now))
 
-    async def reap(self, dead_workers: Collection[str] = ()) -> list[str]:
+    async def reap(self, dead_workers: Collection[str] = (),
+                   spare: Collection[str] = ()) -> list[str]:
         now = self._clock()
-        expired = [i for i in self._active if rules.reapable(self._jobs[i], now, dead_workers)]
+        expired = [i for i in self._active if rules.reapable(self._jobs[i], now, dead_workers)
+                   and (i not in spare or self._jobs[i].worker in dead_workers)]
         for job_id in expired:
             self._apply(job_id, lambda j: rules.reap(j, now, self.max_stalls))
         return expired

@@ -92,6 +92,7 @@ class RedisStore(JobStore):
     def __init__(self, url: str, client: aioredis.Redis, prefix: str = "tidalq",
                  max_stalls: int = rules.DEFAULT_MAX_STALLS) -> None:
         self.url = url
+        self.store_clock = True
         self.prefix = prefix
         self.max_stalls = max_stalls
         self._r = client
@@ -261,9 +262,11 @@ class RedisStore(JobStore):
     async def release(self, job_id: str, token: str) -> Job:
         return await self._finish(job_id, token, "release")
 
-    async def reap(self, dead_workers: Collection[str] = ()) -> list[str]:
-        dead = list(dead_workers)[:500]
-        return [str(i) for i in await self._script("reap", self.max_stalls, *dead)]
+    async def reap(self, dead_workers: Collection[str] = (),
+                   spare: Collection[str] = ()) -> list[str]:
+        dead, live = list(dead_workers)[:500], list(spare)[:500]
+        return [str(i) for i in await self._script("reap", self.max_stalls, len(dead), *dead,
+                                                   *live)]
 
     # -- the user's side ------------------------------------------------------------------
     async def _user(self, job_id: str, op: str) -> Job:

@@ -211,12 +211,18 @@ return {done, claim_one(tonumber(ARGV[11]), ARGV[12], ARGV[13])}
 
 # ARGV[1] = stall limit; ARGV[2..] = workers known to be dead (their jobs go at once).
 REAP = PRELUDE + r"""
-local max_stalls = tonumber(ARGV[1])
+-- ARGV: max stalls, the number of dead workers, their names, then the job ids to spare
+local max_stalls, n_dead = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', P .. ':active', '-inf', '(' .. now, 'LIMIT', 0, 1000)
-if #ARGV > 1 then
-  local dead = {}
-  for i = 2, #ARGV do dead[ARGV[i]] = true end
+local dead, spare = {}, {}
+for i = 3, 2 + n_dead do dead[ARGV[i]] = true end
+for i = 3 + n_dead, #ARGV do spare[ARGV[i]] = true end
+local expired = {}
+local lapsed = redis.call('ZRANGEBYSCORE', P .. ':active', '-inf', '(' .. now, 'LIMIT', 0, 1000)
+for _, id in ipairs(lapsed) do
+  if not spare[id] or dead[get(id, 'worker') or ''] then table.insert(expired, id) end
+end
+if n_dead > 0 then
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':active', '(' .. now, '+inf')) do
     if dead[get(id, 'worker') or ''] then table.insert(expired, id) end
   end

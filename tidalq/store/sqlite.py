@@ -470,15 +470,18 @@ class SqliteStore(JobStore):
         now = now_ms()
         return await self._finish(job_id, token, lambda j: rules.release(j, now))
 
-    async def reap(self, dead_workers: Collection[str] = ()) -> list[str]:
-        dead = list(dead_workers)[:500]
+    async def reap(self, dead_workers: Collection[str] = (),
+                   spare: Collection[str] = ()) -> list[str]:
+        dead, live = list(dead_workers)[:500], list(spare)[:500]
 
         def fn(conn: sqlite3.Connection) -> list[str]:
             now = now_ms()
             marks = ",".join("?" * len(dead)) or "NULL"
+            spared = ",".join("?" * len(live)) or "''"  # NOT IN (NULL) would match nothing
             rows = conn.execute(
-                "SELECT id FROM jobs WHERE status='processing' AND (lease_until < ? OR "
-                f"worker IN ({marks})) LIMIT 1000", (now, *dead)).fetchall()
+                "SELECT id FROM jobs WHERE status='processing' AND ((lease_until < ? AND "
+                f"id NOT IN ({spared})) OR worker IN ({marks})) LIMIT 1000",
+                (now, *live, *dead)).fetchall()
             for (job_id,) in rows:
                 self._apply(job_id, lambda j: rules.reap(j, now, self.max_stalls))(conn)
             return [r[0] for r in rows]
