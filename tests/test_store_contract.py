@@ -206,7 +206,7 @@ async def test_a_spared_job_is_not_reaped_for_its_lease_but_for_a_dead_holder(
     """``spare``: jobs held live (by the reaping daemon itself, or by a daemon whose lock
     proves it alive) are not judged by a clock; a dead holder still loses them."""
     spared, other = (await store.submit(track(1)))[0], (await store.submit(track(2)))[0]
-    for n in (1, 2):
+    for _ in (1, 2):
         assert await store.claim("a", 0.2) is not None
     await asyncio.sleep(0.25)
     assert await store.reap(spare=[spared.id]) == [other.id]
