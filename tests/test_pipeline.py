@@ -210,7 +210,7 @@ async def test_expired_cdn_url_asks_for_a_fresh_manifest(session: aiohttp.Client
 async def test_dash_segment_faults_are_retried_per_segment(session: aiohttp.ClientSession,
                                                            fake: RunningFake,
                                                            tmp_path: Path) -> None:
-    await make_pipeline(session, fake, tmp_path).resolve(6002, Quality.HI_RES_LOSSLESS)
+    await make_pipeline(session, fake, tmp_path).upstream.stream(6002, Quality.HI_RES_LOSSLESS)
     fake.faults.cdn_500 = 2
     result = await make_pipeline(session, fake, tmp_path).run_track_job(
         job("track", 6002, Quality.HI_RES_LOSSLESS), no_report)

@@ -39,7 +39,7 @@ from tidalq.server import ControlServer, bind_socket, inherited_socket
 from tidalq.store import open_store
 from tidalq.store.base import JobStore
 from tidalq.terms import JobStatus
-from tidalq.upstream.api import UpstreamClient
+from tidalq.upstream import factory
 from tidalq.upstream.musicbrainz import MusicBrainz
 from tidalq.upstream.netguard import AddressPolicy
 from tidalq.worker import WorkerPool
@@ -181,16 +181,16 @@ class Daemon:
         s = self.settings
         slots = Slots(s.max_concurrent)
         self.pool = WorkerPool(store, None, s, self.worker_id, slots)
-        if not (s.workers and s.api_urls):
+        if not s.workers or factory.missing(s):
             self.pool.claiming = False
             return None
-        policy = AddressPolicy([*s.api_urls, s.cover_url, s.musicbrainz_url])
+        policy = AddressPolicy([*factory.hosts(s), s.musicbrainz_url])
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.max_concurrent * 4 + 8,
                                            resolver=policy.resolver()),
             trace_configs=[policy.trace_config()],
             headers={"User-Agent": f"tidalq/{__version__}"})
-        upstream = UpstreamClient(self.session, s.api_urls, s.cover_url)
+        upstream = factory.make_upstream(self.session, s)
         fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add)
         musicbrainz = MusicBrainz(self.session, s.musicbrainz_url, s.musicbrainz_contact)
         self.pool.pipeline = Pipeline(s, upstream, fetcher, slots, instance.staging_dir,

@@ -24,7 +24,7 @@ from tidalq.config import Settings
 from tidalq.errors import DownloadError, StoreUnavailable
 from tidalq.models import Follow, JobSpec, now_ms
 from tidalq.store.base import JobStore
-from tidalq.upstream.api import UpstreamClient
+from tidalq.upstream.base import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class FollowChecker:
     """The daemon's room for follows: claims due checks and runs them."""
 
     store: JobStore
-    upstream: UpstreamClient
+    upstream: Upstream
     settings: Settings
     rng: random.Random = random.Random()  # noqa: RUF009 - one generator, deliberately shared
 

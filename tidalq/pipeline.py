@@ -32,14 +32,14 @@ from tidalq.errors import (
     IntegrityFailed,
     QualityUnavailable,
     TidalqError,
-    UpstreamNotFound,
     from_os_error,
 )
 from tidalq.media import tags, verify
 from tidalq.media.fetch import Fetcher
 from tidalq.models import AlbumMeta, Job, TrackMeta
 from tidalq.terms import Quality
-from tidalq.upstream.api import UpstreamClient, read_capped
+from tidalq.upstream.base import Upstream
+from tidalq.upstream.http import read_capped
 from tidalq.upstream.manifest import DashStream, Served
 from tidalq.upstream.musicbrainz import MusicBrainz
 
@@ -223,7 +223,7 @@ def _replace_if_ours(staging: Path, target: Path, meta: TrackMeta) -> bool:
 class Pipeline:
     """Runs track and album jobs; shares the daemon's download slots."""
 
-    def __init__(self, settings: Settings, upstream: UpstreamClient, fetcher: Fetcher,
+    def __init__(self, settings: Settings, upstream: Upstream, fetcher: Fetcher,
                  slots: Slots | asyncio.Semaphore | None = None,
                  staging_dir: Path | None = None, musicbrainz: MusicBrainz | None = None
                  ) -> None:
@@ -451,18 +451,6 @@ class Pipeline:
                 "bytes": target.stat().st_size, "skipped": True, "keptBetter": kept_better,
                 "replaced": None}
 
-    async def resolve(self, track_id: int, quality: Quality) -> Served:
-        """The stream for a track: hi-res DASH when asked and available, else /track/."""
-        if quality is Quality.HI_RES_LOSSLESS:
-            try:
-                hires = await self.upstream.hires(track_id)
-            except UpstreamNotFound:
-                hires = None  # an older server without /trackManifests/
-            if hires is not None:
-                return hires
-            return await self.upstream.playback(track_id, Quality.LOSSLESS)
-        return await self.upstream.playback(track_id, quality)
-
     async def track(self, req: TrackRequest, on_progress: Progress) -> dict[str, Any]:
         """One track into the library; a filesystem error is the job's error with a code,
         never an internal one."""
@@ -502,7 +490,7 @@ class Pipeline:
         better = await self._better_version(req, target)
         if better is not None:
             return await self._skipped(better[0], better[1], kept_better=True)
-        served = await self.resolve(meta.id, req.quality)
+        served = await self.upstream.stream(meta.id, req.quality)
         if req.min_quality is not None and served.quality.rank < req.min_quality.rank:
             raise QualityUnavailable(f"the upstream serves {served.quality.value}, below the "
                                      f"minimum {req.min_quality.value}")
@@ -638,7 +626,7 @@ class Pipeline:
                     raise
                 log.info("CDN URL for track %s expired; asking for a fresh one", req.meta.id)
                 staging.unlink(missing_ok=True)
-                served = await self.resolve(req.meta.id, req.quality)
+                served = await self.upstream.stream(req.meta.id, req.quality)
         raise AssertionError("unreachable")
 
     async def _same_audio(self, req: TrackRequest, target: Path,

@@ -40,6 +40,7 @@ from tidalq.errors import (
 from tidalq.models import Claim, Failure, Job, JobSpec, LeaseState
 from tidalq.pipeline import AlbumFailed, Interrupted, Lazy, Pipeline, Slots
 from tidalq.store.base import JobStore
+from tidalq.upstream import factory
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,8 @@ class WorkerPool:
         return self.slots.in_use
 
     def problem(self) -> str | None:
-        if self.pipeline is None and self.settings.workers and not self.settings.api_urls:
-            return "no upstream configured: nothing can download until api_urls is set"
+        if self.pipeline is None and self.settings.workers and factory.missing(self.settings):
+            return factory.missing(self.settings)
         if not self.store_ok:
             return f"job store unavailable: {self.store_error}; claims paused, reconnecting"
         if self.disk_full:

@@ -24,7 +24,7 @@ import aiohttp
 from tidalq.errors import CdnExpired, DownloadError, UpstreamUnavailable, from_os_error
 from tidalq.media.flac import StreamInfo
 from tidalq.media.remux import FlacRemuxer
-from tidalq.upstream.api import read_capped
+from tidalq.upstream.http import read_capped
 from tidalq.upstream.manifest import DashStream
 
 ProgressFn = Callable[[int, int | None], None]

@@ -1,4 +1,5 @@
-"""The hifi-api client: one aiohttp session, several servers, failover, typed failures.
+"""The hifi-api client, the :class:`~tidalq.upstream.base.Upstream` of ``upstream =
+"hifi"``: one aiohttp session, several servers, failover, typed failures.
 
 Servers (``api_urls``) are tried in order. One that fails (5xx, connection error, timeout,
 token error, a 200 whose body carries an error) is skipped for ``skip_window_s``; one that
@@ -14,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -32,29 +33,13 @@ from tidalq.models import AlbumMeta, Artist, Collection, Discography, Release, T
 from tidalq.terms import Quality
 from tidalq.upstream import listings as ls
 from tidalq.upstream import manifest as mf
+from tidalq.upstream.base import Lyrics
+from tidalq.upstream.http import read_capped
 
 log = logging.getLogger(__name__)
 
 ALBUM_PAGE = 100
 MAX_BODY_BYTES = 8 << 20
-
-
-@dataclass(frozen=True)
-class Lyrics:
-    text: str | None
-    synced: str | None  # LRC
-
-
-async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
-    """The whole body, or ``cap + 1`` bytes when it is larger (callers refuse those)."""
-    if resp.content_length is not None and resp.content_length > cap:
-        return b"\0" * (cap + 1)
-    body = bytearray()
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > cap:
-            break
-    return bytes(body)
 
 
 # what a 404 of each endpoint says does not exist
@@ -206,6 +191,19 @@ class UpstreamClient:
                 return meta
             raise
         return next((t for t in album.tracks if t.id == track_id), meta)
+
+    async def stream(self, track_id: int, quality: Quality) -> mf.Served:
+        """The stream for a track: hi-res DASH (``/trackManifests/``) when asked and
+        available, else ``/track/`` at the quality asked (LOSSLESS for hi-res)."""
+        if quality is Quality.HI_RES_LOSSLESS:
+            try:
+                hires = await self.hires(track_id)
+            except UpstreamNotFound:
+                hires = None  # an older server without /trackManifests/
+            if hires is not None:
+                return hires
+            return await self.playback(track_id, Quality.LOSSLESS)
+        return await self.playback(track_id, quality)
 
     async def playback(self, track_id: int, quality: Quality) -> mf.Served:
         payload = await self.get_json("track", {"id": track_id, "quality": quality.value})

@@ -1,0 +1,62 @@
+"""What the pipeline, the collections and the follows need from a catalogue: the
+:class:`Upstream` seam.
+
+Today's implementation is the hifi-api client (:class:`tidalq.upstream.api.UpstreamClient`);
+the factory (:func:`tidalq.upstream.factory.make_upstream`) picks one from the settings. A
+second catalogue (the user's own TIDAL account) is one more module here and one line in
+the factory: nothing outside ``upstream/`` names which catalogue answers.
+
+Errors an implementation raises are :class:`~tidalq.errors.DownloadError` subclasses, each
+with its failure code: ``UpstreamNotFound`` (no such id), ``PreviewOnly``, ``RateLimited``
+(with ``retry_after_s``), ``UpstreamUnavailable`` (5xx, timeouts, bad answers, an
+incomplete listing), ``AuthFailed`` and ``ManifestError``. Nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tidalq.models import AlbumMeta, Collection, Discography, TrackMeta
+from tidalq.terms import Quality
+from tidalq.upstream.manifest import Served
+
+
+@dataclass(frozen=True)
+class Lyrics:
+    text: str | None
+    synced: str | None  # LRC
+
+
+class Upstream(Protocol):
+    """A catalogue of tracks and the streams of their audio."""
+
+    async def track_in_album(self, track_id: int) -> TrackMeta:
+        """A track with its album's details (totals, disc count, UPC, album artist), so a
+        track job names and tags its file exactly as its album job would."""
+
+    async def album(self, album_id: int) -> AlbumMeta:
+        """An album with every one of its tracks (all pages): fewer is an error."""
+
+    async def playlist(self, uuid: str) -> Collection:
+        """Every item of a playlist, in order: fewer than promised is an error."""
+
+    async def mix(self, mix_id: str) -> Collection:
+        """A mix's items, in order."""
+
+    async def discography(self, artist_id: int, include: tuple[str, ...]) -> Discography:
+        """An artist's releases of the included kinds (``RELEASE_KINDS``)."""
+
+    async def stream(self, track_id: int, quality: Quality) -> Served:
+        """The stream of a track at the best quality the catalogue serves up to
+        ``quality``, saying which quality it is (the caller enforces a minimum)."""
+
+    async def lyrics(self, track_id: int) -> Lyrics | None:
+        """Lyrics when there are any; a failure just means none."""
+
+    def cover_url(self, cover: str, size: int = 1280) -> str:
+        """Where an album's cover (its id in the catalogue) is fetched from."""
+
+    def resting(self) -> dict[str, float]:
+        """Servers being rested after a 429 or a failure, and for how many seconds more
+        (the ``rateLimiting`` of the stats)."""
