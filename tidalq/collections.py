@@ -22,19 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tidalq.attempt import Attempt, TrackRequest
 from tidalq.config import Settings
 from tidalq.errors import DownloadError, FailureCode, PreviewOnly, UpstreamNotFound
+from tidalq.library.files import write_atomically
 from tidalq.media.paths import sanitize
 from tidalq.models import AlbumMeta, Collection, Job, JobSpec, TrackMeta
-from tidalq.pipeline import (
-    AlbumFailed,
-    Attempt,
-    Interrupted,
-    Pipeline,
-    Report,
-    TrackRequest,
-    write_atomically,
-)
+from tidalq.pipeline import AlbumFailed, Interrupted, Pipeline, Report
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +166,7 @@ class CollectionRunner:
                      on_progress: Callable[[float], None]) -> dict[str, Any]:
         meta = await self._as_on_its_album(listed)
         spec = job.spec
-        async with self.pipeline.editions.track(meta, spec.quality.extension) as edition:
+        async with self.pipeline.publisher.editions.track(meta, spec.quality.extension) as edition:
             request = TrackRequest(meta, spec.quality, spec.min_quality, attempt, edition,
                                    spec.force)
             return await self.pipeline.track(request, on_progress)

@@ -65,7 +65,7 @@ async def retag_with_release(pipeline: Pipeline, job: Job) -> str:
         if fields is None or track_id not in metas:
             continue
         try:
-            written += await pipeline.add_tags_in_place(metas[track_id], path, fields)
+            written += await pipeline.publisher.add_tags_in_place(metas[track_id], path, fields)
         except TidalqError as exc:
             log.warning("job %s: re-tagging %s failed: %s", job.id, path, exc)
     return f"{why}; re-tagged {written} of {len(files)} files"
