@@ -7,6 +7,10 @@ library's filesystem (DASH remuxed to FLAC) → tag and fsync → verify → pub
 ``cover.jpg``). One album: its tracks through the same steps, several at once within the
 daemon's download slots; publishing is per track and additive; a retry skips the tracks
 already done.
+
+The pipeline keeps the order of these stages and nothing else: the catalogue is an
+:class:`~tidalq.upstream.base.Upstream`, and where a file goes and how it gets there is the
+:class:`~tidalq.library.publisher.Publisher`'s.
 """
 
 from __future__ import annotations
@@ -90,6 +94,29 @@ def _naming_the_track(exc: DownloadError, staging: Path, target: Path) -> Downlo
     return exc
 
 
+def album_entries(album: AlbumMeta, previous: list[dict[str, Any]]
+                   ) -> dict[int, dict[str, Any]]:
+    before = {e.get("trackId"): e for e in previous}
+    entries = {}
+    for t in album.tracks:
+        old = before.get(t.id)
+        if old and old.get("status") == "completed":
+            entries[t.id] = dict(old)
+            continue
+        entries[t.id] = {"trackId": t.id, "title": t.full_title, "discNumber": t.disc_number,
+                         "trackNumber": t.track_number, "status": "queued", "progress": 0.0,
+                         "quality": None, "path": None, "error": None, "skipped": False,
+                         "attempts": (old or {}).get("attempts", 0)}
+    return entries
+
+
+def album_fraction(album: AlbumMeta, entries: dict[int, dict[str, Any]]) -> float:
+    """Progress weighted by duration: bytes are proportional to it at one quality."""
+    weights = {t.id: max(t.duration_s, 1.0) for t in album.tracks}
+    total = sum(weights.values())
+    return sum(weights[i] * float(e["progress"]) for i, e in entries.items()) / total
+
+
 class Pipeline:
     """Runs track and album jobs; shares the daemon's download slots."""
 
@@ -130,7 +157,7 @@ class Pipeline:
         album = await self.upstream.album(job.spec.number)
         attempt = attempt or Unleased(job.id)
         attempt.learned({"artistName": album.artist, "albumTitle": album.title})
-        entries = self._album_entries(album, job.track_progress)
+        entries = album_entries(album, job.track_progress)
         self._tell(report, album, entries, True)
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
         earlier = [e.get("path") for e in entries.values()]
@@ -190,34 +217,11 @@ class Pipeline:
         return (await self._musicbrainz_of_album(job, album, attempt)).get(meta.id)
 
     # -- albums ------------------------------------------------------------------------------
-    @staticmethod
-    def _album_entries(album: AlbumMeta, previous: list[dict[str, Any]]
-                       ) -> dict[int, dict[str, Any]]:
-        before = {e.get("trackId"): e for e in previous}
-        entries = {}
-        for t in album.tracks:
-            old = before.get(t.id)
-            if old and old.get("status") == "completed":
-                entries[t.id] = dict(old)
-                continue
-            entries[t.id] = {"trackId": t.id, "title": t.full_title, "discNumber": t.disc_number,
-                             "trackNumber": t.track_number, "status": "queued", "progress": 0.0,
-                             "quality": None, "path": None, "error": None, "skipped": False,
-                             "attempts": (old or {}).get("attempts", 0)}
-        return entries
-
     def _tell(self, report: Report, album: AlbumMeta, entries: dict[int, dict[str, Any]],
               force: bool = False) -> None:
         """Report the album's state; computed only when the worker reads it."""
-        report(lambda: self._album_fraction(album, entries), lambda: list(entries.values()),
+        report(lambda: album_fraction(album, entries), lambda: list(entries.values()),
                force)
-
-    @staticmethod
-    def _album_fraction(album: AlbumMeta, entries: dict[int, dict[str, Any]]) -> float:
-        """Progress weighted by duration: bytes are proportional to it at one quality."""
-        weights = {t.id: max(t.duration_s, 1.0) for t in album.tracks}
-        total = sum(weights.values())
-        return sum(weights[i] * float(e["progress"]) for i, e in entries.items()) / total
 
     async def _album_track(self, request: TrackRequest, album: AlbumMeta,
                            entries: dict[int, dict[str, Any]], report: Report) -> None:
