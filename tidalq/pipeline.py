@@ -20,9 +20,9 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal
 
-from tidalq.attempt import Attempt, TrackRequest, Unleased
+from tidalq.attempt import Attempt, Lazy, TrackRequest, Unleased
 from tidalq.config import Settings
 from tidalq.errors import (
     CdnExpired,
@@ -44,8 +44,6 @@ from tidalq.upstream.musicbrainz import MusicBrainz
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Lazy: TypeAlias = T | Callable[[], T]  # a value, or what computes it when it is needed
 
 # report(progress, album track states or None, force): records the latest state; the worker
 # reads and writes it to the store at most every half second, and at once when forced.

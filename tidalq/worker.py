@@ -21,10 +21,10 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tidalq.attempt import LOCAL_LEASE_FRACTION, ActiveJob, Lazy
 from tidalq.collections import CollectionRunner
 from tidalq.config import Settings
 from tidalq.errors import (
@@ -38,7 +38,7 @@ from tidalq.errors import (
     from_os_error,
 )
 from tidalq.models import Claim, Failure, Job, JobSpec, LeaseState
-from tidalq.pipeline import AlbumFailed, Interrupted, Lazy, Pipeline, Slots
+from tidalq.pipeline import AlbumFailed, Interrupted, Pipeline, Slots
 from tidalq.store.base import JobStore
 from tidalq.upstream import factory
 
@@ -48,7 +48,6 @@ WAKE_KINDS = {"submitted", "retried", "resumed", "released", "stalled", "queue_r
               "retry_scheduled", "completed", "failed", "cancelled"}
 MIN_FREE_BYTES = 64 << 20
 STORE_BACKOFF_MAX_S = 10.0
-LOCAL_LEASE_FRACTION = 0.8  # stop this long into a lease that could not be renewed
 
 
 class ByteMeter:
@@ -72,96 +71,6 @@ class ByteMeter:
             return 0.0
         span = max(1.0, now - self._samples[0][0])  # not diluted right after a start
         return sum(n for _, n in self._samples) / span
-
-
-@dataclass
-class ActiveJob:
-    """One running attempt of a job: its lease, progress and task.
-
-    It is also the pipeline's :class:`~tidalq.pipeline.Attempt`: ``key`` names this
-    attempt's staging files, and :meth:`check_lease` is asked right before anything is
-    published. The lease is trusted only until ``lease * LOCAL_LEASE_FRACTION`` after the
-    last renewal that succeeded was *sent*, by the monotonic clock: a daemon cut off from
-    the store, or whose wall clock jumped, stops before the store can give the job to
-    anyone else.
-    """
-
-    claim: Claim
-    lease_s: float
-    renewed_at: float  # time.monotonic() when the last successful claim/renewal was sent
-    task: asyncio.Task[None] | None = None
-    # what the pipeline last reported, read when needed (a beat, `status`, the end): an
-    # album of 500 tracks reports thousands of times and is written twice a second
-    progress_source: Lazy[float] = 0.0
-    tracks_source: Lazy[list[dict[str, Any]]] | None = None
-    dirty: bool = False
-    stop_reason: str | None = None  # "cancelled", "lost" or "drain"
-    samples: list[tuple[float, float]] = field(default_factory=list)
-    pause_requested: bool = False  # the user paused it: an album stops between tracks
-    slot_given_back: bool = False
-    titles: dict[str, str] | None = None  # learned from the upstream, not yet stored
-    known_titles: dict[str, str] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def job_id(self) -> str:
-        return self.claim.job.id
-
-    @property
-    def progress(self) -> float:
-        source = self.progress_source
-        return source() if callable(source) else source
-
-    @property
-    def tracks(self) -> list[dict[str, Any]] | None:
-        """A copy of the track entries: the store may serialise it on another thread."""
-        source = self.tracks_source
-        if source is None:
-            return None
-        return [dict(t) for t in (source() if callable(source) else source)]
-
-    def sample(self) -> None:
-        """Record (now, progress) for the ETA: the last 20 within 30 seconds."""
-        now = time.monotonic()
-        recent = [s for s in self.samples if now - s[0] < 30][-20:]
-        self.samples = [*recent, (now, self.progress)]
-
-    def pausing(self) -> bool:
-        return self.pause_requested
-
-    def learned(self, titles: dict[str, str]) -> None:
-        self.titles = {k: v for k, v in titles.items() if v}
-        self.known_titles.update(self.titles)
-        self.dirty = True
-
-    def summary(self) -> dict[str, Any]:
-        """What `status` shows of a running job: counts and titles, no per-track list."""
-        spec = self.claim.job.spec
-        tracks = self.tracks or []
-        return {"id": self.job_id, "type": spec.type, "tidalId": spec.tidal_id,
-                "quality": spec.quality.value, **spec.to_json(), **self.known_titles,
-                "progress": round(self.progress, 4), "etaS": self.eta_s(),
-                "trackCount": (len(tracks) or None) if spec.type == "album" else None,
-                "completedTracks": sum(1 for t in tracks if t.get("status") == "completed")
-                if spec.type == "album" else None}
-
-    @property
-    def key(self) -> str:
-        return f"{self.job_id}-{self.claim.token[:12]}"
-
-    def lease_expires_at(self) -> float:
-        return self.renewed_at + self.lease_s * LOCAL_LEASE_FRACTION
-
-    def check_lease(self) -> None:
-        if self.stop_reason == "lost" or time.monotonic() >= self.lease_expires_at():
-            raise LeaseLost(f"job {self.job_id}: this attempt no longer holds its lease")
-
-    def eta_s(self) -> float | None:
-        if len(self.samples) < 2:
-            return None
-        (t0, p0), (t1, p1) = self.samples[0], self.samples[-1]
-        rate = (p1 - p0) / (t1 - t0) if t1 > t0 else 0
-        return (1 - p1) / rate if rate > 0 else None
 
 
 class StoreChildren:
