@@ -8,12 +8,13 @@ import sys
 
 from tidalq.models import JobSpec
 from tidalq.store import sqlite
+from tidalq.store.sqlite import schema
 from tidalq.terms import Quality
 
 
 async def main(path: str) -> None:
-    sqlite.SCHEMA_VERSION = 1
-    sqlite.MIGRATIONS = sqlite.MIGRATIONS[:1]
+    schema.SCHEMA_VERSION = 1
+    schema.MIGRATIONS = schema.MIGRATIONS[:1]
     store = await sqlite.SqliteStore.open(path)
     await store.submit(JobSpec("track", 1001, Quality.LOSSLESS, track_title="Old"))
     album, _ = await store.submit(JobSpec("album", 2002, Quality.HI_RES_LOSSLESS))
