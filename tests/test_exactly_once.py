@@ -139,6 +139,39 @@ async def test_a_daemon_cut_off_from_its_store_stops_before_its_lease_ends(
         await daemon.shutdown()
 
 
+class HangingStore(CutOffStore):
+    """While ``down``, a renewal never answers (a Redis connection that hangs)."""
+
+    async def renew(self, job_id: str, token: str, lease_s: float) -> LeaseState:
+        if self.down:
+            await asyncio.sleep(3600)
+        return await super().renew(job_id, token, lease_s)
+
+
+async def test_a_store_that_hangs_stops_the_work_within_its_lease_and_a_second(
+        tmp_path: Path, fake: RunningFake) -> None:
+    """A renewal past the local deadline may keep the work (the token proves the lease
+    is still ours), but one that hangs delays the stop by one second at most, and nothing
+    is published meanwhile."""
+    fake.faults.throttle_bps = 60_000
+    store = HangingStore()
+    daemon = await start_daemon(tmp_path, fake, store)
+    try:
+        await submit(daemon.settings.socket, {"type": "track", "trackId": 1001})
+        library = daemon.settings.download_dir
+        await await_until(lambda: _true(bool(staged_files(library))), 10, "a download started")
+        pool = daemon.pool_or_raise
+        attempt = next(iter(pool.active.values()))
+        store.down = True
+        await await_until(lambda: _true(not pool.active), 5, "the attempt stopped")
+        assert time.monotonic() < attempt.renewed_at + 2.0 * 0.8 + 1.0 + 0.3
+        assert audio_files(library) == []
+    finally:
+        store.down = False
+        fake.faults.throttle_bps = None
+        await daemon.shutdown()
+
+
 # -- two daemons --------------------------------------------------------------------------
 
 @pytest.fixture

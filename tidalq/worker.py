@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 WAKE_KINDS = {"submitted", "retried", "resumed", "released", "stalled", "queue_resumed",
               "retry_scheduled", "completed", "failed", "cancelled"}
 MIN_FREE_BYTES = 64 << 20
+LATE_RENEWAL_WAIT_S = 1.0  # how long a renewal past the local deadline may take
 STORE_BACKOFF_MAX_S = 10.0
 
 
@@ -430,11 +431,14 @@ class WorkerPool:
                 last_renew = now
             for state in list(self.active.values()):
                 late = time.monotonic() >= state.lease_expires_at()
+                # a late renewal still holds when the store kept the lease ours (this
+                # process was stopped, and no one took the job): the token proves it.
+                # Nothing is published meanwhile (check_lease goes by the same deadline),
+                # and a store that does not answer at once delays the stop by one second
+                timeout = min(beat_timeout, LATE_RENEWAL_WAIT_S) if late else beat_timeout
                 if late or renew or state.dirty:
-                    # a late renewal still holds when the store kept the lease ours (this
-                    # process was stopped, and no one took the job): the token proves it
                     try:
-                        await asyncio.wait_for(self._beat(state), beat_timeout)
+                        await asyncio.wait_for(self._beat(state), timeout)
                     except TimeoutError:
                         self._store_down(StoreUnavailable("the store did not answer a renewal"))
                 if late and time.monotonic() >= state.lease_expires_at():
