@@ -17,6 +17,7 @@ from mutagen.flac import FLAC
 from tests.helpers import DaemonProcess, FakeProcess, RedisServer, await_until, wait_until
 from tests.test_daemon import submit, wait_status
 from tests.test_pipeline import audio_files, job, make_pipeline, no_report
+from tidalq.attempt import ActiveJob
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
 from tidalq.errors import StoreUnavailable
@@ -110,20 +111,28 @@ class CutOffStore(MemoryStore):
         return await super().fail(job_id, token, failure, track_progress)
 
 
+async def cut_off_mid_download(daemon: Daemon, store: CutOffStore, stop_within_s: float
+                               ) -> tuple[str, ActiveJob]:
+    """Submit track 1001, cut the store off once its download is under way, and wait for
+    the attempt to stop; (the job id, the attempt that stopped)."""
+    job_id = await submit(daemon.settings.socket, {"type": "track", "trackId": 1001})
+    library, pool = daemon.settings.download_dir, daemon.pool_or_raise
+    await await_until(lambda: _true(bool(staged_files(library))), 10, "a download started")
+    attempt = next(iter(pool.active.values()))
+    store.down = True
+    await await_until(lambda: _true(not pool.active), stop_within_s, "the attempt stopped")
+    return job_id, attempt
+
+
 async def test_a_daemon_cut_off_from_its_store_stops_before_its_lease_ends(
         tmp_path: Path, fake: RunningFake) -> None:
     fake.faults.throttle_bps = 60_000
     store = CutOffStore()
     daemon = await start_daemon(tmp_path, fake, store)
     try:
-        sock = daemon.settings.socket
-        job_id = await submit(sock, {"type": "track", "trackId": 1001})
-        library = daemon.settings.download_dir
-        await await_until(lambda: _true(bool(staged_files(library))), 10, "a download started")
-        pool = daemon.pool_or_raise
-        attempt = next(iter(pool.active.values()))
-        store.down = True
-        await await_until(lambda: _true(not pool.active), 3, "the attempt stopped")
+        sock, library, pool = daemon.settings.socket, daemon.settings.download_dir, \
+            daemon.pool_or_raise
+        job_id, attempt = await cut_off_mid_download(daemon, store, 3)
         # the lease is 2 s from its last renewal: the work stopped before the store could
         # give the job to anyone else
         assert time.monotonic() < attempt.renewed_at + 2.0
@@ -157,13 +166,8 @@ async def test_a_store_that_hangs_stops_the_work_within_its_lease_and_a_second(
     store = HangingStore()
     daemon = await start_daemon(tmp_path, fake, store)
     try:
-        await submit(daemon.settings.socket, {"type": "track", "trackId": 1001})
+        _, attempt = await cut_off_mid_download(daemon, store, 5)
         library = daemon.settings.download_dir
-        await await_until(lambda: _true(bool(staged_files(library))), 10, "a download started")
-        pool = daemon.pool_or_raise
-        attempt = next(iter(pool.active.values()))
-        store.down = True
-        await await_until(lambda: _true(not pool.active), 5, "the attempt stopped")
         assert time.monotonic() < attempt.renewed_at + 2.0 * 0.8 + 1.0 + 0.3
         assert audio_files(library) == []
     finally:
