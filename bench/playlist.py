@@ -89,7 +89,7 @@ async def main() -> None:
         fake = await start_fake(media)
         try:  # the fake makes its media once, before anything is timed
             catalog = fake.upstream.catalog
-            await asyncio.gather(*(fake.upstream.flac_file(catalog.tracks[t])
+            await asyncio.gather(*(fake.upstream.media.flac_file(catalog.tracks[t])
                                    for a in ALBUMS for t in (x.id for x in
                                                              catalog.albums[a].tracks)))
             for n in range(args.runs):

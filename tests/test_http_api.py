@@ -168,15 +168,16 @@ async def test_error_statuses_map_from_the_exception_tree() -> None:
     through the endpoints, so the mapping is checked directly here)."""
     from aiohttp.test_utils import make_mocked_request
 
+    from tidalq.config import Settings
     from tidalq.errors import IllegalTransition, JobNotFound, StoreUnavailable
-    from tidalq.http_api import HttpApi
+    from tidalq.http_guard import Guards
 
-    api = HttpApi.__new__(HttpApi)
+    guards = Guards(Settings(Path("/music"), "memory://", Path("/run/q.sock")))
     for exc, status in ((IllegalTransition("it is completed"), 409),
                         (JobNotFound("no job"), 404), (StoreUnavailable("redis down"), 503),
                         (RuntimeError("bug"), 500)):
         async def handler(request: object, exc: Exception = exc) -> None:
             raise exc
 
-        resp = await api._errors(make_mocked_request("GET", BASE), handler)
+        resp = await guards.errors(make_mocked_request("GET", BASE), handler)
         assert resp.status == status

@@ -110,7 +110,7 @@ class Daemon:
             log.warning("%s", self.pool_or_raise.problem() or "workers are off: control only")
         sd_notify("READY=1\nSTATUS=" + await self.status_line())
         self._tasks += [self._supervised(self.pool_or_raise.run, "claims"),
-                        self._supervised(self.pool_or_raise.heartbeat, "heartbeat"),
+                        self._supervised(self.pool_or_raise.keep_leases, "heartbeat"),
                         self._supervised(self.maintenance, "maintenance"),
                         *self.start_unattended(pipeline)]
         log.info("ready on %s", s.socket)

@@ -7,37 +7,22 @@ handlers as the socket and the CLI. Bodies are the seed's (``{"success": true, â
 errors are ``{"success": false, "error": "â€¦"}`` with 400 (bad input naming the field, or
 an action that does not apply, saying why), 404 (unknown job), 409 (illegal transition),
 413 (body over 64 KiB), 415 (not JSON), 503 (store down).
-Loopback-only unless ``http_token`` is set; with a token every request needs
-``Authorization: Bearer TOKEN`` (compared in constant time). Cross-origin requests get no
-CORS headers unless their origin is listed in ``http_cors_origins``.
+Who may call, and how errors look, is :mod:`tidalq.http_guard`; the page at ``/`` and its
+event stream are :mod:`tidalq.http_page`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-import ipaddress
-import json
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
-from tidalq import links
-from tidalq.errors import (
-    AmbiguousJobId,
-    ConfigError,
-    FollowNotFound,
-    IllegalTransition,
-    InvalidInput,
-    JobNotFound,
-    StoreUnavailable,
-)
-from tidalq.jsontext import BadJson, loads_strict
-from tidalq.models import ID_FIELDS, Job, now_ms, parse_status
+from tidalq.errors import ConfigError, InvalidInput
+from tidalq.http_guard import MAX_BODY_BYTES, Guards, allowed_hosts, is_loopback, json_body
+from tidalq.http_page import PageRoutes
+from tidalq.models import Job, now_ms, parse_status
 from tidalq.rpc import (
     METHOD_TABLE,
     Context,
@@ -54,31 +39,7 @@ from tidalq.webshape import metrics, queue_counts, web_job
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
 BASE = "/api/download-queue"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _fail(status: int, message: str) -> web.Response:
-    return web.json_response({"success": False, "error": message}, status=status)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def allowed_hosts(listen_host: str, port: int, extra: tuple[str, ...]) -> set[str]:
-    """The Host header values that name this listener, with and without the port."""
-    names = {"127.0.0.1", "localhost", "[::1]", listen_host.lower()}
-    if ":" in listen_host and not listen_host.startswith("["):
-        names.add(f"[{listen_host.lower()}]")
-    allowed = {n for name in names for n in (name, f"{name}:{port}")} - {"::1", f"::1:{port}"}
-    return allowed | {h.lower() for h in extra}
 
 
 class HttpApi:
@@ -86,11 +47,11 @@ class HttpApi:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.closing = False  # ends the event streams
-        self.allowed_hosts: set[str] = set()
+        self.guards = Guards(ctx.settings)
+        self.page = PageRoutes(ctx)
         self.runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=MAX_BODY_BYTES,
-                                   middlewares=[self._errors, self._cors, self._auth])
+                                   middlewares=self.guards.middlewares)
         r = self.app.router
         r.add_post(BASE, self.post_job)
         r.add_get(BASE, self.list_jobs)
@@ -100,18 +61,15 @@ class HttpApi:
         r.add_get(BASE + "/{job_id}", self.get_job)
         r.add_patch(BASE + "/{job_id}", self.patch_job)
         r.add_delete(BASE + "/{job_id}", self.delete_job)
-        r.add_get("/", self.page)
-        r.add_get("/static/{name}", self.static)
-        r.add_get("/favicon.ico", _no_icon)
-        r.add_get("/api/events", self.events)
-        r.add_post("/api/add", self.add_link)
         r.add_get("/api/follows", self.list_follows)
         r.add_post("/api/follows", self.add_follow)
         r.add_delete("/api/follows/{follow_id}", self.remove_follow)
+        self.page.add_to(r)
 
     async def start(self, listen: str) -> None:
         host, _, port = listen.rpartition(":")
-        self.allowed_hosts = allowed_hosts(host, int(port), self.ctx.settings.http_allowed_hosts)
+        self.guards.allowed_hosts = allowed_hosts(host, int(port),
+                                                  self.ctx.settings.http_allowed_hosts)
         host = host.strip("[]")
         if not is_loopback(host) and not self.ctx.settings.http_token:
             raise ConfigError(f"http_listen {listen} is not loopback: set http_token first",
@@ -122,90 +80,13 @@ class HttpApi:
         log.info("HTTP API on http://%s/api/download-queue", listen)
 
     async def close(self) -> None:
-        self.closing = True
+        self.page.closing = True
         if self.runner is not None:
             await self.runner.cleanup()
 
-    # -- middlewares --------------------------------------------------------------------------
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except InvalidInput as exc:
-            return _fail(400, str(exc))
-        except FollowNotFound as exc:
-            return _fail(404, str(exc))
-        except JobNotFound:
-            return _fail(404, "Job not found")
-        except AmbiguousJobId as exc:
-            return _fail(404, str(exc))
-        except IllegalTransition as exc:
-            return _fail(409, str(exc))
-        except StoreUnavailable as exc:
-            return _fail(503, str(exc))
-        except web.HTTPRequestEntityTooLarge:
-            return _fail(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
-        except web.HTTPException as exc:
-            return _fail(exc.status, exc.reason)
-        except Exception:
-            log.exception("HTTP API handler failed")
-            return _fail(500, "internal error")
-
-    @web.middleware
-    async def _cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        allowed = origin is not None and origin in self.ctx.settings.http_cors_origins
-        if request.method == "OPTIONS":
-            if not allowed:
-                return _fail(403, "cross-origin requests are not allowed")
-            return web.Response(status=204, headers=self._cors_headers(origin or ""))
-        response = await handler(request)
-        if allowed:
-            response.headers.update(self._cors_headers(origin or ""))
-        return response
-
-    @staticmethod
-    def _cors_headers(origin: str) -> dict[str, str]:
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE",
-                "Access-Control-Allow-Headers": "Content-Type, Authorization"}
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = self.ctx.settings.http_token
-        if token and not _public(request):
-            given = request.headers.get("Authorization", "")
-            if request.path == "/api/events" and "token" in request.query:
-                given = f"Bearer {request.query['token']}"  # EventSource sends no headers
-            expected = f"Bearer {token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return _fail(401, "missing or wrong bearer token")
-        elif request.headers.get("Host", "").lower() not in self.allowed_hosts:
-            # without a token, a page on any site could reach us through DNS rebinding
-            return _fail(403, f"Host {request.headers.get('Host', '')!r} is not allowed: "
-                              "add it to http_allowed_hosts or set http_token")
-        return await handler(request)
-
     # -- endpoints ----------------------------------------------------------------------------
-    async def _json_body(self, request: web.Request) -> dict[str, Any]:
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES,
-                                                actual_size=request.content_length)
-        if request.content_type != "application/json":
-            raise web.HTTPUnsupportedMediaType(reason="send application/json")
-        raw = await request.read()
-        try:
-            body = loads_strict(raw)
-        except BadJson as exc:
-            raise InvalidInput(f"body: {exc}", "body") from None
-        except (ValueError, RecursionError):
-            raise InvalidInput("body is not valid JSON", "body") from None
-        if not isinstance(body, dict):
-            raise InvalidInput("body must be a JSON object", "body")
-        return body
-
     async def post_job(self, request: web.Request) -> web.Response:
-        body = await self._json_body(request)
+        body = await json_body(request)
         if "job" not in body:
             raise InvalidInput("job is required", "job")
         job = body["job"]
@@ -301,7 +182,7 @@ class HttpApi:
     async def patch_job(self, request: web.Request) -> web.Response:
         """The app's job actions, each through the socket's handler for it."""
         job_id = await self._resolve(request)
-        body = await self._json_body(request)
+        body = await json_body(request)
         action = body.get("action")
         if action == "set_musicbrainz_release":
             release = body.get("musicBrainzReleaseId")
@@ -347,7 +228,7 @@ class HttpApi:
         return web.json_response({"success": True, **await follow_list(self.ctx, {})})
 
     async def add_follow(self, request: web.Request) -> web.Response:
-        answer = await follow_add(self.ctx, await self._json_body(request))
+        answer = await follow_add(self.ctx, await json_body(request))
         return web.json_response({"success": True, **answer},
                                  status=201 if answer["created"] else 200)
 
@@ -355,87 +236,6 @@ class HttpApi:
         follow_id = request.match_info["follow_id"]
         answer = await follow_remove(self.ctx, {"id": follow_id})
         return web.json_response({"success": True, **answer})
-
-
-    # -- the page and its live feed --------------------------------------------------------
-    async def page(self, request: web.Request) -> web.Response:
-        return _asset("index.html")
-
-    async def static(self, request: web.Request) -> web.Response:
-        return _asset(request.match_info["name"])
-
-    async def add_link(self, request: web.Request) -> web.Response:
-        """What the page's field sends: any TIDAL link, and a quality."""
-        body = await self._json_body(request)
-        link = body.get("link")
-        if not isinstance(link, str) or not link.strip():
-            raise InvalidInput("link must be a TIDAL link", "link")
-        kind, ref = links.parse(link)
-        job: dict[str, Any] = {"type": kind, ID_FIELDS[kind]: ref}
-        if body.get("quality"):
-            job["quality"] = body["quality"]
-        out = await submit(self.ctx, {"job": job})
-        return web.json_response({"success": True, "jobId": out["jobIds"][0],
-                                  "created": out["created"][0]})
-
-    async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: the job events `tidalq watch` reads, resumable with
-        ``Last-Event-ID`` (or ``?after=``); a comment every 15 s keeps proxies open."""
-        store = self.ctx.store
-        after = request.headers.get("Last-Event-ID") or request.query.get("after")
-        if after is not None and (len(after) > 64 or not after.replace("-", "").isalnum()):
-            raise InvalidInput("Last-Event-ID is not an event id", "Last-Event-ID")
-        cursor = after or await store.last_event_id()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
-        await response.prepare(request)
-        await response.write(b": tidalq events\n\n")
-        quiet_s = 0.0
-        while not self.closing:  # checked each second: a stopping daemon ends the stream
-            try:
-                batch = await store.wait_events(cursor, 1.0)
-            except StoreUnavailable:
-                batch = []
-                await asyncio.sleep(1)
-            quiet_s = 0.0 if batch else quiet_s + 1.0
-            chunk = b"".join(
-                f"id: {e.id}\nevent: job\ndata: {json.dumps(e.to_json())}\n\n".encode()
-                for e in batch)
-            if quiet_s >= SSE_KEEPALIVE_S:
-                chunk, quiet_s = b": keep-alive\n\n", 0.0
-            if batch:
-                cursor = batch[-1].id
-            try:
-                if chunk:
-                    await response.write(chunk)
-            except ConnectionError:
-                break
-        return response
-
-
-SSE_KEEPALIVE_S = 15.0
-WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript",
-             "style.css": "text/css"}
-
-
-async def _no_icon(request: web.Request) -> web.Response:
-    return web.Response(status=204)
-
-
-def _public(request: web.Request) -> bool:
-    """The page and its files hold no data: a browser loads them before it has a token."""
-    return request.method == "GET" and (request.path in ("/", "/favicon.ico") or
-                                        request.path.startswith("/static/"))
-
-
-def _asset(name: str) -> web.Response:
-    if name not in WEB_FILES:
-        raise web.HTTPNotFound(reason="no such file")
-    body = resources.files("tidalq.web").joinpath(name).read_bytes()
-    return web.Response(body=body, content_type=WEB_FILES[name], charset="utf-8",
-                        headers={"Cache-Control": "no-cache",
-                                 "Content-Security-Policy":
-                                     "default-src 'self'; style-src 'self'; script-src 'self'"})
 
 
 JOB_ACTIONS = {"cancel": "Cancellation requested", "pause": "Pause requested",

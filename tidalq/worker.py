@@ -24,20 +24,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tidalq.attempt import LOCAL_LEASE_FRACTION, ActiveJob, Lazy
+from tidalq.attempt import ActiveJob, Lazy
 from tidalq.collections import CollectionRunner
 from tidalq.config import Settings
 from tidalq.errors import (
     DiskFull,
     DownloadError,
     FailureCode,
-    IllegalTransition,
     JobNotFound,
     LeaseLost,
     StoreUnavailable,
     from_os_error,
 )
-from tidalq.models import Claim, Failure, Job, JobSpec, LeaseState
+from tidalq.heartbeat import Heartbeat, StoreHealth
+from tidalq.job_end import STORE_BACKOFF_MAX_S, JobEnds
+from tidalq.models import Claim, Failure, Job, JobSpec
 from tidalq.pipeline import AlbumFailed, Interrupted, Pipeline, Slots
 from tidalq.store.base import JobStore
 from tidalq.upstream import factory
@@ -47,8 +48,6 @@ log = logging.getLogger(__name__)
 WAKE_KINDS = {"submitted", "retried", "resumed", "released", "stalled", "queue_resumed",
               "retry_scheduled", "completed", "failed", "cancelled"}
 MIN_FREE_BYTES = 64 << 20
-LATE_RENEWAL_WAIT_S = 1.0  # how long a renewal past the local deadline may take
-STORE_BACKOFF_MAX_S = 10.0
 
 
 class ByteMeter:
@@ -112,14 +111,15 @@ class WorkerPool:
         self.slots = slots
         self.active: dict[str, ActiveJob] = {}
         self.claiming = True
-        self.store_ok = True
-        self.store_error: str | None = None
+        self.health = StoreHealth()
         self.disk_full = False
         self.meter = ByteMeter()
         self.on_end: Callable[[Job], None] = lambda job: None  # a job this pool finished
         self._wake = asyncio.Event()
-        self._beat_now = asyncio.Event()
         self._stopped = asyncio.Event()
+        self.heartbeat = Heartbeat(store, settings, self.active, self.health, self._stop)
+        self.ends = JobEnds(store, settings, worker_id, self.health,
+                            lambda job: self.on_end(job), self._may_claim_on, self._start)
 
     # -- state for `status` -------------------------------------------------------------------
     @property
@@ -133,11 +133,19 @@ class WorkerPool:
     def problem(self) -> str | None:
         if self.pipeline is None and self.settings.workers and factory.missing(self.settings):
             return factory.missing(self.settings)
-        if not self.store_ok:
-            return f"job store unavailable: {self.store_error}; claims paused, reconnecting"
+        if not self.health.ok:
+            return f"job store unavailable: {self.health.error}; claims paused, reconnecting"
         if self.disk_full:
             return f"disk full under {self.settings.download_dir}; claims paused"
         return None
+
+    @property
+    def store_ok(self) -> bool:
+        return self.health.ok
+
+    async def keep_leases(self) -> None:
+        """The heartbeat (see :mod:`tidalq.heartbeat`), until the pool has stopped."""
+        await self.heartbeat.run(self._stopped)
 
     def wake(self) -> None:
         self._wake.set()
@@ -155,13 +163,13 @@ class WorkerPool:
                     continue
                 sent = time.monotonic()
                 claim = await self.store.claim(self.worker_id, self.settings.lease)
-                self._store_back()
+                self.health.back()
                 backoff = 0.5
                 if claim is not None:
                     self._start(claim, sent)
                     started = True
             except StoreUnavailable as exc:
-                self._store_down(exc)
+                self.health.down(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(STORE_BACKOFF_MAX_S, backoff * 2)
                 continue
@@ -204,20 +212,10 @@ class WorkerPool:
                     if any(e.kind in WAKE_KINDS for e in events):
                         break
         except StoreUnavailable as exc:
-            self._store_down(exc)
+            self.health.down(exc)
             await asyncio.sleep(1)
         self._wake.clear()
         return cursor
-
-    def _store_down(self, exc: Exception) -> None:
-        if self.store_ok:
-            log.error("job store unavailable, claims paused: %s", exc)
-        self.store_ok, self.store_error = False, str(exc)
-
-    def _store_back(self) -> None:
-        if not self.store_ok:
-            log.warning("job store is back; claiming again")
-        self.store_ok, self.store_error = True, None
 
     def _space_returned(self) -> bool:
         try:
@@ -262,7 +260,7 @@ class WorkerPool:
                 state.tracks_source = tracks
             state.dirty = True
             if force:  # write it now, not at the next beat
-                self._beat_now.set()
+                self.heartbeat.beat_now()
 
         return report
 
@@ -275,26 +273,26 @@ class WorkerPool:
             if after is not None:
                 await asyncio.wait([after])
             result, tracks = await self._work(state)
-            await self._finish("complete", state, result, tracks)
+            await self.ends.finish("complete", state, result, tracks)
         except asyncio.CancelledError:
             if state.stop_reason == "drain":
-                await self._finish("release", state)
+                await self.ends.finish("release", state)
             log.info("job %s stopped: %s", job.id, state.stop_reason or "cancelled")
         except LeaseLost as exc:
             log.warning("job %s stopped: %s", job.id, exc)
         except Interrupted as exc:
-            await self._finish("release", state, tracks=state.tracks)
+            await self.ends.finish("release", state, tracks=state.tracks)
             log.info("job %s released between tracks: %s", job.id, exc)
         except AlbumFailed as exc:
-            await self._finish("fail", state, None, exc.tracks, self._failure(exc))
+            await self.ends.finish("fail", state, None, exc.tracks, self.ends.failure(exc))
         except (DownloadError, OSError) as exc:
             failure = exc if isinstance(exc, DownloadError) else from_os_error(exc)
             if isinstance(failure, DiskFull):
                 self.disk_full = True
-            await self._finish("fail", state, None, state.tracks, self._failure(failure))
+            await self.ends.finish("fail", state, None, state.tracks, self.ends.failure(failure))
         except Exception as exc:  # a bug must fail the job, never the daemon
             log.exception("job %s crashed", job.id)
-            await self._finish("fail", state, None, state.tracks,
+            await self.ends.finish("fail", state, None, state.tracks,
                                Failure(f"internal error: {exc!r}", FailureCode.INTERNAL, False))
         finally:
             if self.active.get(job.id) is state:  # never undo a newer attempt's entry
@@ -325,159 +323,11 @@ class WorkerPool:
             state.slot_given_back = True
             self.slots.release()
 
-    def _failure(self, exc: DownloadError) -> Failure:
-        wait_s = exc.retry_after_s
-        retry_after = None if wait_s is None else \
-            int(min(wait_s, self.settings.retry_after_max) * 1000)
-        return Failure(str(exc), exc.code.value, exc.retryable, retry_after)
-
-    async def _finish(self, how: str, state: ActiveJob, result: dict[str, Any] | None = None,
-                      tracks: list[dict[str, Any]] | None = None,
-                      failure: Failure | None = None) -> None:
-        """Tell the store how the job ended; retried while the store is away. Anything
-        else going wrong here ends the job with a code: a finishing task never dies."""
-        self._log_end(how, state, result, tracks, failure)
-        try:
-            await self._finish_retrying(how, state, result, tracks, failure)
-        except Exception as exc:
-            log.exception("job %s: recording its end (%s) failed", state.job_id, how)
-            if how == "fail" and failure is not None and failure.code == FailureCode.INTERNAL:
-                return
-            broken = Failure(f"internal error while recording the job's end: {exc!r}",
-                             FailureCode.INTERNAL, False)
-            await self._finish("fail", state, None, None, broken)
-
-    @staticmethod
-    def _log_end(how: str, state: ActiveJob, result: dict[str, Any] | None,
-                 tracks: list[dict[str, Any]] | None, failure: Failure | None) -> None:
-        """One line per job end, for journald and grep: key=value, titles quoted."""
-        outcome = {"complete": "completed", "release": "released"}.get(how, "failed")
-        if failure is not None and failure.retryable and how == "fail":
-            outcome = "failed-will-retry"
-        files = [result] if result else [t for t in tracks or () if t.get("status")]
-        size = sum(int(f.get("bytes") or 0) for f in files)
-        titles = " ".join(f'{k}="{v}"' for k, v in state.known_titles.items())
-        error = f' code={failure.code} error="{failure.message[:200]}"' if failure else ""
-        log.info("job %s end: outcome=%s kind=%s id=%s %s duration_s=%.1f bytes=%d%s",
-                 state.job_id, outcome, state.claim.job.spec.type,
-                 state.claim.job.spec.tidal_id, titles,
-                 time.monotonic() - state.started, size, error)
-
-    async def _finish_retrying(self, how: str, state: ActiveJob, result: dict[str, Any] | None,
-                               tracks: list[dict[str, Any]] | None,
-                               failure: Failure | None) -> None:
-        job_id, token = state.job_id, state.claim.token
-        delay = 0.5
-        fused = how == "complete" and self._may_claim_on(state)
-        while True:
-            try:
-                if state.titles:  # learned since the last beat: stored before the end
-                    await self.store.report_progress(job_id, token, state.progress, None,
-                                                     state.titles)
-                    state.titles = None
-                if fused:
-                    fused = False  # after a store error, a retry only completes
-                    ended = await self._complete_and_claim(state, result, tracks)
-                elif how == "complete":
-                    ended = await self.store.complete(job_id, token, result, tracks)
-                elif how == "release":
-                    if tracks is not None:
-                        await self.store.report_progress(job_id, token, state.progress, tracks)
-                    ended = await self.store.release(job_id, token)
-                else:
-                    assert failure is not None
-                    ended = await self.store.fail(job_id, token, failure, tracks)
-                self.on_end(ended)
-                return
-            except (LeaseLost, JobNotFound, IllegalTransition) as exc:
-                log.warning("job %s finished but its lease is gone: %s", job_id, exc)
-                return
-            except StoreUnavailable as exc:
-                self._store_down(exc)
-                if state.stop_reason == "drain" and how == "release":
-                    return  # its lease will expire and the job be reaped
-                await asyncio.sleep(delay)
-                delay = min(STORE_BACKOFF_MAX_S, delay * 2)
-
     def _may_claim_on(self, state: ActiveJob) -> bool:
         """Whether a finishing job may hand its slot straight to the next job: what the
         claim loop would check before claiming with that slot."""
-        return (self.claiming and not state.slot_given_back and self.store_ok
+        return (self.claiming and not state.slot_given_back and self.health.ok
                 and not self.disk_full and self.pipeline is not None)
-
-    async def _complete_and_claim(self, state: ActiveJob, result: dict[str, Any] | None,
-                                  tracks: list[dict[str, Any]] | None) -> Job:
-        """Complete the job and, in the same store call, claim the next one onto its slot:
-        a busy queue costs one store transaction per job, not two."""
-        sent = time.monotonic()
-        ended, claim = await self.store.complete_and_claim(
-            state.job_id, state.claim.token, self.worker_id, self.settings.lease, result,
-            tracks)
-        if claim is not None:
-            state.slot_given_back = True  # the slot is the next job's now
-            self._start(claim, sent)
-        return ended
-
-    # -- heartbeat ----------------------------------------------------------------------------
-    async def heartbeat(self) -> None:
-        """Renew leases every lease/3 and write progress (at most every 0.5 s); stop any
-        attempt whose lease could not be renewed in time (see :class:`ActiveJob`)."""
-        last_renew = 0.0
-        beat_timeout = self.settings.lease / 3
-        while not self._stopped.is_set() or self.active:
-            now = time.monotonic()
-            renew = now - last_renew >= self.settings.lease / 3
-            if renew:
-                last_renew = now
-            for state in list(self.active.values()):
-                late = time.monotonic() >= state.lease_expires_at()
-                # a late renewal still holds when the store kept the lease ours (this
-                # process was stopped, and no one took the job): the token proves it.
-                # Nothing is published meanwhile (check_lease goes by the same deadline),
-                # and a store that does not answer at once delays the stop by one second
-                timeout = min(beat_timeout, LATE_RENEWAL_WAIT_S) if late else beat_timeout
-                if late or renew or state.dirty:
-                    try:
-                        await asyncio.wait_for(self._beat(state), timeout)
-                    except TimeoutError:
-                        self._store_down(StoreUnavailable("the store did not answer a renewal"))
-                if late and time.monotonic() >= state.lease_expires_at():
-                    log.error("job %s: lease not renewed for %.0f s; stopping its work",
-                              state.job_id, time.monotonic() - state.renewed_at)
-                    self._stop(state, "lost")
-            self._beat_now.clear()
-            # finer than the margin a lease keeps: a deadline is never overshot by a beat
-            margin = self.settings.lease * (1 - LOCAL_LEASE_FRACTION)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(),
-                                       min(0.5, self.settings.lease / 3, margin / 2))
-
-    async def _beat(self, state: ActiveJob) -> None:
-        job_id, token = state.job_id, state.claim.token
-        try:
-            if state.dirty:
-                state.dirty, titles, state.titles = False, state.titles, None
-                state.sample()
-                lease = await self.store.report_progress(job_id, token, state.progress,
-                                                         state.tracks, titles)
-                if lease.holds:
-                    sent = time.monotonic()
-                    lease = await self.store.renew(job_id, token, self.settings.lease)
-            else:
-                sent = time.monotonic()
-                lease = await self.store.renew(job_id, token, self.settings.lease)
-            self._store_back()
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-            return
-        if lease.holds:
-            state.renewed_at = max(state.renewed_at, sent)
-            state.pause_requested = lease is LeaseState.PAUSE
-            return
-        reason = "cancelled" if lease is LeaseState.CANCELLED else "lost"
-        if state.task is not None and not state.task.done():
-            log.info("job %s: lease %s; stopping its work", job_id, reason)
-        self._stop(state, reason)
 
     def pause_local(self, job_id: str) -> None:
         """A pause that reached this daemon: an album starts no more tracks from now."""
