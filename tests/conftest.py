@@ -97,7 +97,7 @@ def make_daemon(tmp_path: Path, fake_proc: FakeProcess) -> Iterator[Any]:
     def make(name: str = "daemon", start: bool = True, **env: str) -> DaemonProcess:
         base = {**fake_proc.env(), "TIDAL_DOWNLOADS": str(tmp_path / "lib"),
                 "TIDALQ_STORE": f"sqlite:///{tmp_path}/queue.db", "TIDALQ_LEASE": "2s",
-                "TIDALQ_POLL_INTERVAL": "1"}
+                "TIDALQ_POLL_INTERVAL": "1", "TIDALQ_STATE_DIR": str(tmp_path / "state")}
         d = DaemonProcess(tmp_path, {**base, **env}, name)
         started.append(d)
         if start:

@@ -233,9 +233,42 @@ class FakeProcess:
     def env(self) -> dict[str, str]:
         return {"TIDALQ_API_URLS": self.url, "TIDALQ_COVER_URL": self.url}
 
+    def tidal_env(self) -> dict[str, str]:
+        """A daemon downloading through the fake TIDAL (after `tidalq login`) only."""
+        return {"TIDALQ_UPSTREAM": "tidal", "TIDALQ_API_URLS": "",
+                "TIDALQ_COVER_URL": self.url,
+                "TIDALQ_TIDAL_API_URL": f"{self.url}/tidal/v1",
+                "TIDALQ_TIDAL_AUTH_URL": f"{self.url}/tidal/auth/v1/oauth2",
+                "TIDALQ_REQUEST_PACE": "1000"}
+
+    def tidal_faults(self, **values: Any) -> None:
+        self._post("/tidal/_fake/faults", values)
+
+    def favourites(self, **kinds: list[Any]) -> None:
+        self._post("/tidal/_fake/favourites", kinds)
+
+    def approve(self, user_code: str, deny: bool = False) -> str:
+        """What the person does on their phone: open the link and approve (or refuse)."""
+        import urllib.request
+
+        url = f"{self.url}/tidal/link/{user_code}" + ("?deny=1" if deny else "")
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return str(resp.read().decode())
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def read_line(stream: Any, timeout_s: float, what: str = "a line") -> str:
+    """One line from a child's pipe, or an AssertionError after ``timeout_s``."""
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        if not sel.select(timeout_s):
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    return str(stream.readline())
 
 
 def running(pid: int) -> bool:

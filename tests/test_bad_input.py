@@ -29,7 +29,7 @@ from tidalq.models import now_ms
 from tidalq.store.memory import MemoryStore
 from tidalq.testing import media
 from tidalq.testing.fakeapi import RunningFake
-from tidalq.upstream.api import RETRY_AFTER_LIMIT_S, parse_retry_after
+from tidalq.upstream.http import RETRY_AFTER_LIMIT_S, parse_retry_after
 from tidalq.upstream.manifest import parse_mpd
 
 

@@ -67,6 +67,21 @@ def test_unknown_key_and_bad_values_name_the_key(tmp_path: Path) -> None:
 def test_http_token_is_hidden_from_repr() -> None:
     s = load_settings(env={"TIDALQ_HTTP_TOKEN": "hunter2"})
     assert s.http_token == "hunter2" and "hunter2" not in repr(s)
+    s = load_settings(env={"TIDALQ_TIDAL_CLIENT_SECRET": "c2VjcmV0"})
+    assert s.tidal_client_secret == "c2VjcmV0" and "c2VjcmV0" not in repr(s)
+
+
+@pytest.mark.parametrize(("raw", "names"), [("tidal", ("tidal",)),
+                                            ("tidal,hifi", ("tidal", "hifi")),
+                                            (["hifi", "tidal"], ("hifi", "tidal"))])
+def test_upstream_names_the_catalogues_in_order(raw: object, names: tuple[str, ...]) -> None:
+    assert load_settings({"upstream": raw}, env={}).upstream == names
+
+
+@pytest.mark.parametrize("raw", ["spotify", "tidal,tidal", [], ["tidal", 3]])
+def test_a_bad_upstream_names_the_key(raw: object) -> None:
+    with pytest.raises(ConfigError, match="upstream must be hifi, tidal"):
+        load_settings({"upstream": raw}, env={})
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [(30, 30), ("90s", 90), ("15m", 900),

@@ -23,7 +23,7 @@ from tidalq.media.paths import relative_path
 from tidalq.models import Artist, TrackMeta
 from tidalq.terms import Quality
 from tidalq.testing.fakeapi import RunningFake
-from tidalq.upstream.api import per_disc_totals
+from tidalq.upstream.shapes import per_disc_totals
 
 # -- the library ----------------------------------------------------------------------------
 

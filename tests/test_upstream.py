@@ -18,7 +18,8 @@ from tidalq.errors import (
 from tidalq.media.remux import FlacRemuxer
 from tidalq.terms import Quality
 from tidalq.testing.fakeapi import RunningFake
-from tidalq.upstream.api import UpstreamClient, parse_retry_after
+from tidalq.upstream.api import UpstreamClient
+from tidalq.upstream.http import parse_retry_after
 from tidalq.upstream.manifest import DashStream, DirectStream
 
 

@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 
 from tests.helpers import free_port
-from tests.test_daemon import start
+from tests.test_daemon import rpc, start
 from tidalq.daemon import Daemon
 from tidalq.testing.fakeapi import RunningFake
 
@@ -136,3 +136,36 @@ async def test_with_a_token_the_page_asks_for_it_once(
         await expect(dialog).not_to_be_visible()
     finally:
         await daemon.shutdown()
+
+
+async def test_the_page_follows_the_favourites(tmp_path: Path, fake: RunningFake,
+                                               page: tuple[Page, list[str]]) -> None:
+    """The Followed section's button, refused before `tidalq login` and taken after."""
+    port = free_port()
+    d = await start(tmp_path, None, http_listen=f"127.0.0.1:{port}", upstream="tidal",
+                    tidal_api_url=f"{fake.url}/tidal/v1", cover_url=fake.url,
+                    tidal_auth_url=f"{fake.url}/tidal/auth/v1/oauth2", request_pace=1000,
+                    state_dir=str(tmp_path / "state"))
+    browser, errors = page
+    try:
+        await browser.goto(f"http://127.0.0.1:{port}/")
+        button = browser.get_by_role("button", name="Follow my TIDAL favourites")
+        await button.click()
+        await expect(browser.locator("#follow-message")).to_contain_text("not logged in")
+        code = (await rpc(d.settings.socket, "account.login"))["result"]["code"]
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"{fake.url}/tidal/link/{code}") as resp:
+            assert resp.status == 200
+        waited = await rpc(d.settings.socket, "account.wait", {"timeout": 20})
+        assert waited["result"]["state"] == "done"
+        fake.upstream.tidal.favourites.albums = [100]
+        await button.click()
+        await expect(browser.locator("#follow-message")).to_contain_text(
+            "following your favourites")
+        await expect(browser.locator("#follows")).to_contain_text("favorites TIDAL favourites")
+        done = browser.locator('#history li[data-status="completed"]')
+        await expect(done).to_contain_text("First Light", timeout=30_000)
+        # the refused follow is the one failed request (the browser logs its 400)
+        assert [e for e in errors if "status of 400" not in e] == [], errors
+    finally:
+        await d.shutdown()

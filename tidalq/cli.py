@@ -457,23 +457,38 @@ def _watch_live(app: App, interval: float) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["artist", "playlist", "mix"]))
-@click.argument("item", metavar="ID_OR_URL")
-@click.option("--include", metavar="KINDS", help="Artists: which releases (as for add).")
+@click.argument("kind", type=click.Choice(["artist", "playlist", "mix", "favorites"]))
+@click.argument("item", metavar="[ID_OR_URL]", required=False)
+@click.option("--include", metavar="KINDS",
+              help="Artists: which releases (as for add). Favorites: some of "
+                   "tracks,albums,playlists,artists (default: all).")
 @click.option("--quality", type=QUALITIES, help="Quality of what it submits.")
-@click.option("--backfill", is_flag=True,
-              help="Download what is there now too, not only what is new from now on.")
+@click.option("--backfill/--no-backfill", default=None,
+              help="Download what is there now too, not only what is new from now on "
+                   "(default: no; for favorites: yes).")
 @json_option
 @pass_app
 @handles_errors
-def follow(app: App, kind: str, item: str, include: str | None, quality: str | None,
-           backfill: bool, as_json: bool) -> None:
-    """Follow an artist, playlist or mix: the daemon checks it every follow_interval and
-    downloads what is new."""
-    _, ref = _target(item, kind)
-    params: dict[str, Any] = {"kind": kind, "id": ref, "backfill": backfill}
-    if include and kind == "artist":
-        params["include"] = include
+def follow(app: App, kind: str, item: str | None, include: str | None, quality: str | None,
+           backfill: bool | None, as_json: bool) -> None:
+    """Follow an artist, playlist or mix, or your TIDAL favourites (`follow favorites`,
+    after `tidalq login`): the daemon checks every follow_interval and downloads what is
+    new. Favourite tracks and albums are downloaded; favourite playlists and artists are
+    followed in turn."""
+    params: dict[str, Any] = {"kind": kind}
+    if kind == "favorites":
+        if item:
+            raise click.UsageError("follow favorites takes no id: it follows your account's")
+        if include:
+            params["include"] = include
+    else:
+        if not item:
+            raise click.UsageError(f"follow {kind} needs an ID_OR_URL")
+        params["id"] = _target(item, kind)[1]
+        if include and kind == "artist":
+            params["include"] = include
+    if backfill is not None:
+        params["backfill"] = backfill
     if quality:
         params["quality"] = quality.upper()
     answer = app.client().call("follows.add", params)
@@ -505,6 +520,83 @@ def follows(app: App, as_json: bool) -> None:
         render.as_json(found)
     else:
         render.follows_table(found)
+
+
+# -- the TIDAL account ------------------------------------------------------------------------
+
+@main.command()
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=600, show_default=True,
+              help="Give up waiting for the approval after this many seconds.")
+@json_option
+@pass_app
+@handles_errors
+def login(app: App, timeout: float, as_json: bool) -> None:
+    """Log in to your own TIDAL account: prints a link and a code; open the link on any
+    device (a phone will do), approve, and the daemon keeps the login in its state folder.
+    Works without a running daemon too (it then writes the login file itself)."""
+    try:
+        client = app.client(timeout_s=90)
+        start = client.call("account.login")
+    except DaemonUnreachable:
+        account = _login_alone(app, timeout)
+    else:
+        _show_code(start)
+        account = _wait_for_login(client, timeout)
+    if as_json:
+        render.as_json(account)
+    else:
+        render.message("logged in. " + render.account_line(account))
+
+
+def _show_code(start: dict[str, Any]) -> None:
+    minutes = max(1, round(float(start.get("expiresInS") or 300) / 60))
+    render.message(f"Open {start['link']} and approve the code {start['code']} "
+                   f"(within {minutes} minutes). Waiting...")
+
+
+def _wait_for_login(client: DaemonClient, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            fail("gave up waiting for the approval; run tidalq login again", EXIT_TIMEOUT)
+        answer = client.call("account.wait", {"timeout": min(30.0, max(1.0, left))})
+        if answer["state"] == "done":
+            account: dict[str, Any] = answer["account"]
+            return account
+        if answer["state"] == "failed":
+            fail(f"login failed: {answer.get('error')}", EXIT_FAILED)
+        if answer["state"] == "none":
+            fail("the daemon lost the login (it restarted?): run tidalq login again",
+                 EXIT_FAILED)
+
+
+def _login_alone(app: App, timeout: float) -> dict[str, Any]:
+    """No daemon: run the device login here and write the login file ourselves."""
+    import asyncio
+
+    from tidalq.login import login_here  # aiohttp only when it is needed
+
+    settings = app.settings()
+    render.message(f"(no daemon running: logging in here; the login is kept in "
+                   f"{settings.login_file})")
+    return asyncio.run(login_here(settings, timeout, _show_code))
+
+
+@main.command()
+@pass_app
+@handles_errors
+def logout(app: App) -> None:
+    """Revoke the TIDAL login and delete it (the daemon's, or here without a daemon)."""
+    try:
+        answer = app.client().call("account.logout")
+    except DaemonUnreachable:
+        import asyncio
+
+        from tidalq.login import logout_here
+
+        answer = {"loggedOut": asyncio.run(logout_here(app.settings()))}
+    render.message("logged out" if answer["loggedOut"] else "was not logged in")
 
 
 @main.command()

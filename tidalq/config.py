@@ -24,6 +24,9 @@ from tidalq.terms import Quality
 APP = "tidalq"
 DEFAULT_PATH_TEMPLATE = "{albumartist}/{album}/{disc_track} - {title}"
 CONFLICT_MODES = ("overwrite_if_different", "overwrite", "skip")
+UPSTREAMS = ("hifi", "tidal")
+DEFAULT_TIDAL_CLIENT_ID = "fX2JxdmntZWK0ixT"
+DEFAULT_TIDAL_CLIENT_SECRET = "1Nn9AfDAjxrgJFJbKNWLeAyKGVGmINuXPPLHVXAvxAg="
 
 # config key -> environment variable (REDIS_URL / REDIS_DISABLED are handled in _store_url)
 ENV_KEYS: dict[str, str] = {
@@ -56,6 +59,13 @@ ENV_KEYS: dict[str, str] = {
     "musicbrainz_url": "TIDALQ_MUSICBRAINZ_URL",
     "musicbrainz_contact": "TIDALQ_MUSICBRAINZ_CONTACT",
     "http_allowed_hosts": "TIDALQ_HTTP_ALLOWED_HOSTS",
+    "upstream": "TIDALQ_UPSTREAM",
+    "tidal_client_id": "TIDALQ_TIDAL_CLIENT_ID",
+    "tidal_client_secret": "TIDALQ_TIDAL_CLIENT_SECRET",
+    "tidal_api_url": "TIDALQ_TIDAL_API_URL",
+    "tidal_auth_url": "TIDALQ_TIDAL_AUTH_URL",
+    "request_pace": "TIDALQ_REQUEST_PACE",
+    "state_dir": "TIDALQ_STATE_DIR",
 }
 
 
@@ -95,7 +105,22 @@ class Settings:
     musicbrainz_url: str = "https://musicbrainz.org"
     musicbrainz_contact: str = "tidalq user"  # MusicBrainz asks for a way to reach you
     http_allowed_hosts: tuple[str, ...] = ()
+    upstream: tuple[str, ...] = ("hifi",)  # catalogues in the order they are tried
+    # the client a TIDAL login belongs to: python-tidal's device client (tidalapi/config.py);
+    # TIDAL rotates clients and the quality offered depends on the client (account.md)
+    tidal_client_id: str = DEFAULT_TIDAL_CLIENT_ID
+    tidal_client_secret: str = field(default=DEFAULT_TIDAL_CLIENT_SECRET, repr=False)
+    tidal_api_url: str = "https://api.tidal.com/v1"
+    tidal_auth_url: str = "https://auth.tidal.com/v1/oauth2"
+    request_pace: int = 60  # TIDAL API requests a minute, at most (streamrip's default)
+    state_dir: Path | None = None  # where the TIDAL login is kept; None: the user state dir
     config_file: Path | None = None
+
+    @property
+    def login_file(self) -> Path:
+        """Where the TIDAL login is kept (0600): the daemon's state folder."""
+        state = self.state_dir or Path(platformdirs.user_state_dir(APP))
+        return state / "tidal-login.json"
 
     @property
     def staging_dir(self) -> Path:
@@ -256,6 +281,17 @@ def _listen(value: Any, key: str) -> str:
     return text
 
 
+def _upstreams(value: Any, key: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{key} must be hifi, tidal, or a list of them in order", key)
+    names = tuple(str(i).strip().lower() for i in items if str(i).strip())
+    if not names or any(n not in UPSTREAMS for n in names) or len(set(names)) < len(names):
+        raise ConfigError(f"{key} must be hifi, tidal, or a list of them in order "
+                          "(each once), for example [\"tidal\", \"hifi\"]", key)
+    return names
+
+
 def _template(value: Any, key: str) -> str:
     text = _text(value, key)
     if "{title}" not in text:
@@ -278,6 +314,9 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "webhook_url": _url, "notify_urls": _notify_urls,
     "musicbrainz": lambda v, k: _choice(v, k, ("off", "auto")), "musicbrainz_url": _url,
     "musicbrainz_contact": _text,
+    "upstream": lambda v, k: _upstreams(v, k), "tidal_client_id": _text,
+    "tidal_client_secret": _text, "tidal_api_url": _url, "tidal_auth_url": _url,
+    "request_pace": _positive_int, "state_dir": _path,
 }
 
 
@@ -358,6 +397,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, config_path: Path | No
     music, state, sock = _defaults(env)
     values.setdefault("download_dir", music)
     values.setdefault("socket", sock)
+    values.setdefault("state_dir", state)
     values["store"] = _store_url(values.get("store"), env, state)
     values["config_file"] = path if path.exists() else None
     return Settings(**values)

@@ -30,6 +30,7 @@ from tidalq.errors import StoreUnavailable, from_os_error
 from tidalq.follows import FollowChecker
 from tidalq.http_api import HttpApi
 from tidalq.instance import Instance, dead_instances, instance_of, live_instances, worker_name
+from tidalq.login import LoginDesk
 from tidalq.media.fetch import Fetcher
 from tidalq.media.verify import available_checks
 from tidalq.notify import Notifier
@@ -81,6 +82,7 @@ class Daemon:
         self.failed = False  # a background task died: exit non-zero
         self.store: JobStore | None = store
         self.session: aiohttp.ClientSession | None = None
+        self.account = factory.make_account(settings)
         self.pool: WorkerPool | None = None
         self.server: ControlServer | None = None
         self.http: HttpApi | None = None
@@ -100,7 +102,8 @@ class Daemon:
         self.store.max_stalls = s.max_stalls
         await self.recover(self.store, self.instance)
         pipeline = await self.start_downloads(self.store, self.instance)
-        ctx = Context(s, self.store, self.pool_or_raise, self.request_stop,
+        desk = LoginDesk(self.account, s.tidal_api_url, on_login=self.pool_or_raise.wake)
+        ctx = Context(s, self.store, self.pool_or_raise, self.request_stop, login=desk,
                       checks=available_checks())
         log.info("verification available: %s", ", ".join(ctx.checks))
         self.server = ControlServer(ctx)
@@ -190,7 +193,7 @@ class Daemon:
                                            resolver=policy.resolver()),
             trace_configs=[policy.trace_config()],
             headers={"User-Agent": f"tidalq/{__version__}"})
-        upstream = factory.make_upstream(self.session, s)
+        upstream = factory.make_upstream(self.session, s, self.account)
         fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add)
         musicbrainz = MusicBrainz(self.session, s.musicbrainz_url, s.musicbrainz_contact)
         self.pool.pipeline = Pipeline(s, upstream, fetcher, slots, instance.staging_dir,

@@ -1,4 +1,5 @@
-"""Following: the daemon keeps followed artists, playlists and mixes up to date by itself.
+"""Following: the daemon keeps followed artists, playlists and mixes, and the TIDAL
+account's favourites, up to date by itself.
 
 Follows live in the job store, so every daemon on one store shares them. A check is
 claimed under a lease like a job (:meth:`JobStore.claim_follow`): each follow is checked
@@ -8,9 +9,11 @@ out), and a daemon that dies mid-check frees it when the lease runs out.
 What a check submits is what is new since the last one: new releases of an artist (after
 its include filter) as album jobs; for a playlist or mix with new entries, a playlist job
 (which downloads only what is missing and rewrites the ``.m3u8``, so removed entries leave
-it). The first check only records what is there, unless the follow asked for
-``backfill``. A failing check (upstream down, playlist gone private) is recorded in the
-follow and tried again with backoff, never dropped.
+it). Favourites: new favourite tracks and albums as jobs, new favourite playlists and
+artists as follows of their own. The first check only records what is there, unless the
+follow asked for ``backfill`` (favourites do unless told not to). A failing check (upstream
+down, playlist gone private) is recorded in the follow and tried again with backoff, never
+dropped.
 """
 
 from __future__ import annotations
@@ -18,26 +21,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tidalq.config import Settings
 from tidalq.errors import DownloadError, StoreUnavailable
 from tidalq.models import Follow, JobSpec, now_ms
 from tidalq.store.base import JobStore
+from tidalq.terms import Quality
 from tidalq.upstream.base import Upstream
 
 log = logging.getLogger(__name__)
+
+Key = TypeVar("Key", int, str, int | str)
+ARTIST_INCLUDE = ("albums", "eps", "singles")  # what a followed favourite artist brings
 
 CHECK_LEASE_S = 300.0
 RETRY_BASE_S = 60.0
 IDLE_POLL_S = 5.0
 
 
-def new_items(follow: Follow, current: list[int]) -> list[int]:
+def new_items(follow: Follow, current: Sequence[Key]) -> list[Key]:
     """What a check should act on: everything on the first check with backfill, nothing
     else on the first check, and afterwards what was not there before."""
     if follow.seen is None:
-        return current if follow.backfill else []
+        return list(current) if follow.backfill else []
     before = set(follow.seen)
     return [i for i in current if i not in before]
 
@@ -98,6 +107,8 @@ class FollowChecker:
     async def _submit_new(self, follow: Follow) -> int:
         if follow.kind == "artist":
             return await self._artist(follow)
+        if follow.kind == "favorites":
+            return await self._favourites(follow)
         return await self._collection(follow)
 
     async def _artist(self, follow: Follow) -> int:
@@ -109,6 +120,31 @@ class FollowChecker:
             await self.store.submit(JobSpec("album", album_id, follow.quality))
         follow.seen = sorted(set(follow.seen or []) | set(current))
         return len(fresh)
+
+    async def _favourites(self, follow: Follow) -> int:
+        """The account's favourites: new tracks and albums are downloaded, new playlists
+        and artists are followed (a playlist with backfill, an artist from now on)."""
+        current: list[int | str] = []
+        for kind in follow.include:
+            current += [f"{kind}:{ref}" for ref in await self.upstream.favorites(kind)]
+        fresh = new_items(follow, current)
+        for key in fresh:
+            kind, _, ref = str(key).partition(":")
+            await self._take_favourite(kind, ref, follow.quality)
+        follow.seen = sorted(set(follow.seen or []) | set(current), key=str)
+        return len(fresh)
+
+    async def _take_favourite(self, kind: str, ref: str, quality: Quality) -> None:
+        if kind == "tracks":
+            await self.store.submit(JobSpec("track", int(ref), quality))
+            return
+        if kind == "albums":
+            await self.store.submit(JobSpec("album", int(ref), quality))
+            return
+        follow = Follow.parse({"kind": kind[:-1], "id": ref, "quality": quality.value,
+                               "include": list(ARTIST_INCLUDE) if kind == "artists" else None,
+                               "backfill": kind == "playlists"}, quality, now_ms())
+        await self.store.add_follow(follow)
 
     async def _collection(self, follow: Follow) -> int:
         ref = str(follow.ref)
@@ -122,5 +158,5 @@ class FollowChecker:
             # one playlist job: it fetches what is missing and rewrites the .m3u8
             await self.store.submit(JobSpec("playlist" if follow.kind == "playlist" else "mix",
                                             ref, follow.quality))
-        follow.seen = current
+        follow.seen = list(current)
         return 1 if changed else 0

@@ -528,15 +528,18 @@ class AlbumMeta:
     tracks: tuple[TrackMeta, ...]
 
 
-FOLLOW_KINDS = ("artist", "playlist", "mix")
+FOLLOW_KINDS = ("artist", "playlist", "mix", "favorites")
+FAVORITE_KINDS = ("tracks", "albums", "playlists", "artists")
 
 
 @dataclass
 class Follow:
-    """A followed artist, playlist or mix: checked every ``follow_interval`` by one daemon.
+    """A followed artist, playlist or mix, or the TIDAL account's favourites: checked every
+    ``follow_interval`` by one daemon.
 
     ``seen`` holds what was there at the last check (album ids of an artist, track ids of
-    a playlist): what is new is what is not in it. None before the first check.
+    a playlist, ``"albums:789"`` keys of favourites): what is new is what is not in it.
+    None before the first check.
     """
 
     id: str
@@ -551,7 +554,7 @@ class Follow:
     failures: int = 0  # consecutive failed checks (they back off)
     checks: int = 0
     next_check_at: int = 0
-    seen: list[int] | None = None
+    seen: list[int | str] | None = None
     title: str | None = None
 
     @property
@@ -585,6 +588,8 @@ class Follow:
         kind = raw.get("kind")
         if kind not in FOLLOW_KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(FOLLOW_KINDS)}", "kind")
+        if kind == "favorites":
+            return cls._favourites(raw, default_quality, now)
         spec = JobSpec.from_json({"type": kind, ID_FIELDS[kind]: raw.get("id"),
                                   "include": raw.get("include"),
                                   "quality": raw.get("quality", default_quality.value)},
@@ -597,3 +602,26 @@ class Follow:
         return cls(id="follow-" + secrets.token_hex(5), kind=kind, ref=spec.tidal_id,
                    quality=spec.quality, include=spec.include, backfill=backfill,
                    created_at=now, next_check_at=now)
+
+    @classmethod
+    def _favourites(cls, raw: dict[str, Any], default_quality: Quality, now: int) -> Follow:
+        """The account's favourites: what is there now is downloaded too unless
+        ``backfill`` is false (they are the music the person chose to keep)."""
+        include = raw.get("include") or list(FAVORITE_KINDS)
+        if isinstance(include, str):
+            include = [k.strip() for k in include.split(",") if k.strip()]
+        if not isinstance(include, list) or not include or \
+                any(k not in FAVORITE_KINDS for k in include):
+            raise InvalidInput(f"include must name some of {', '.join(FAVORITE_KINDS)}",
+                               "include")
+        backfill = raw.get("backfill", True)
+        if not isinstance(backfill, bool):
+            raise InvalidInput("backfill must be true or false", "backfill")
+        quality = JobSpec.from_json({"type": "track", "trackId": 1,
+                                     "quality": raw.get("quality", default_quality.value)},
+                                    default_quality).quality
+        import secrets  # only the daemon makes ids
+
+        return cls(id="follow-" + secrets.token_hex(5), kind="favorites", ref="me",
+                   quality=quality, include=tuple(dict.fromkeys(include)), backfill=backfill,
+                   created_at=now, next_check_at=now, title="TIDAL favourites")

@@ -196,9 +196,24 @@ def status_view(stats: dict[str, Any]) -> Group:
     parts: list[Any] = [counts, worker]
     if w.get("problem"):
         parts.append(Text(f"! {w['problem']}", style="bold red"))
+    for name, seconds in (w.get("resting") or {}).items():
+        parts.append(Text(f"! {name} rested for {seconds:.0f} s more (rate limited or "
+                          "failing): its requests wait", style="yellow"))
+    if stats.get("account"):
+        parts.append(Text(account_line(stats["account"])))
     for job in stats.get("active", []):
         parts.append(_active_line(job))
     return Group(*parts)
+
+
+def account_line(account: dict[str, Any]) -> str:
+    """The TIDAL login, as `status` and `login` show it (never a token)."""
+    best = account.get("bestQuality") or "unknown"
+    line = (f"TIDAL account: user {account.get('userId')} ({account.get('countryCode')}), "
+            f"best quality {best}")
+    if account.get("problem"):
+        line += f" - {account['problem']}"
+    return line
 
 
 def _active_line(job: dict[str, Any]) -> Table:

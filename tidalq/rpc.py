@@ -24,6 +24,7 @@ from tidalq.errors import (
     JobNotFound,
     StoreUnavailable,
 )
+from tidalq.login import LoginDesk
 from tidalq.models import (
     Follow,
     Job,
@@ -59,6 +60,7 @@ class Context:
     request_shutdown: Callable[[], None]
     started_at: float = field(default_factory=time.time)
     checks: list[str] = field(default_factory=list)
+    login: LoginDesk | None = None  # the TIDAL account's login desk
     # jobs submitted since a bare `wait` last reported them (insertion-ordered, capped)
     unwaited: dict[str, None] = field(default_factory=dict)
 
@@ -278,8 +280,10 @@ async def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                    "maxConcurrent": ctx.settings.max_concurrent, "queuePaused": paused,
                    "storeOk": pool.store_ok, "problem": pool.problem(),
                    "downloadBps": round(pool.meter.rate()),
+                   "resting": pool.rate_limiting()["servers"],
                    "workers": "on" if pool.pipeline is not None else "off"},
         "active": active,
+        "account": ctx.login.show() if ctx.login is not None else None,
         "daemon": {"version": __version__, "pid": os.getpid(),
                    "uptimeS": round(time.time() - ctx.started_at, 1),
                    "store": redact_url(ctx.store.url),
@@ -346,8 +350,47 @@ async def follow_add(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     "backfill"?}``; following an already followed item returns that follow."""
     _known(params, {"kind", "id", "include", "quality", "backfill"})
     follow = Follow.parse(params, ctx.settings.quality, now_ms())
+    if follow.kind == "favorites":
+        _can_read_favourites(ctx)
     kept, created = await ctx.store.add_follow(follow)
     return {"follow": kept.to_json(), "created": created}
+
+
+def _can_read_favourites(ctx: Context) -> None:
+    if "tidal" not in ctx.settings.upstream:
+        raise InvalidInput("favourites come from your own TIDAL account: set upstream = "
+                           "\"tidal\" (or [\"tidal\", \"hifi\"]) and run tidalq login", "kind")
+    problem = ctx.login.account.problem() if ctx.login is not None else "no account"
+    if problem is not None:
+        raise InvalidInput(f"cannot follow favourites: {problem}", "kind")
+
+
+def _desk(ctx: Context) -> LoginDesk:
+    if ctx.login is None:
+        raise InvalidInput("this daemon has no TIDAL login desk", "method")
+    return ctx.login
+
+
+async def account_login(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Start a device login (or return the pending one): ``{link, code, expiresInS}``."""
+    _known(params, set())
+    return await _desk(ctx).start()
+
+
+async def account_wait(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Wait up to ``timeout`` seconds (at most 60) for the pending login to end."""
+    _known(params, {"timeout"})
+    return await _desk(ctx).wait(_timeout(params) or 30.0)
+
+
+async def account_logout(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, set())
+    return await _desk(ctx).logout()
+
+
+async def account_show(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _known(params, set())
+    return {"account": _desk(ctx).show()}
 
 
 async def follow_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -368,6 +411,10 @@ async def follow_remove(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 METHOD_TABLE: dict[str, Handler] = {
+    "account.login": account_login,
+    "account.wait": account_wait,
+    "account.logout": account_logout,
+    "account.show": account_show,
     "follows.add": follow_add,
     "follows.list": follow_list,
     "follows.remove": follow_remove,

@@ -133,6 +133,8 @@ class WorkerPool:
     def problem(self) -> str | None:
         if self.pipeline is None and self.settings.workers and factory.missing(self.settings):
             return factory.missing(self.settings)
+        if self._upstream_problem():
+            return f"{self._upstream_problem()}; claims paused"
         if not self.health.ok:
             return f"job store unavailable: {self.health.error}; claims paused, reconnecting"
         if self.disk_full:
@@ -147,6 +149,16 @@ class WorkerPool:
         """The heartbeat (see :mod:`tidalq.heartbeat`), until the pool has stopped."""
         await self.heartbeat.run(self._stopped)
 
+    def _may_claim(self) -> bool:
+        """No claim while the disk is full or the catalogue cannot serve (not logged in)."""
+        if self.disk_full and not self._space_returned():
+            return False
+        return self._upstream_problem() is None
+
+    def _upstream_problem(self) -> str | None:
+        """Why the catalogue cannot serve now (not logged in): no job is claimed meanwhile."""
+        return self.pipeline.upstream.problem() if self.pipeline is not None else None
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -159,15 +171,15 @@ class WorkerPool:
             await self.slots.acquire()
             started = False
             try:
-                if not self.claiming or (self.disk_full and not self._space_returned()):
-                    continue
-                sent = time.monotonic()
-                claim = await self.store.claim(self.worker_id, self.settings.lease)
-                self.health.back()
-                backoff = 0.5
-                if claim is not None:
-                    self._start(claim, sent)
-                    started = True
+                # when claims are paused this falls through to _idle: never a busy loop
+                if self.claiming and self._may_claim():
+                    sent = time.monotonic()
+                    claim = await self.store.claim(self.worker_id, self.settings.lease)
+                    self.health.back()
+                    backoff = 0.5
+                    if claim is not None:
+                        self._start(claim, sent)
+                        started = True
             except StoreUnavailable as exc:
                 self.health.down(exc)
                 await asyncio.sleep(backoff)

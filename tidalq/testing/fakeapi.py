@@ -16,6 +16,7 @@ import asyncio
 import base64
 import json
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tidalq.testing import media
 from tidalq.testing.catalog import Catalog, FakeTrack
 from tidalq.testing.fakecdn import FakeCdn, Faults
 from tidalq.testing.fakemb import FakeMusicBrainz
+from tidalq.testing.faketidal import FakeTidal
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Request:
     path: str
     query: dict[str, str]
     range: str | None
+    at: float = 0.0  # time.time() when it arrived
 
 
 class FakeUpstream:
@@ -60,13 +63,16 @@ class FakeUpstream:
         # MusicBrainz for this catalogue, for daemons in other processes (musicbrainz_url =
         # <fake>/mb); in-process tests may start a FakeMusicBrainz of their own
         self.app.add_subapp("/mb/", FakeMusicBrainz(self.catalog).app())
+        # TIDAL's own login and API over the same catalogue and CDN (upstream = "tidal")
+        self.tidal = FakeTidal(self)
+        self.app.add_subapp("/tidal/", self.tidal.app())
 
     # -- bookkeeping -----------------------------------------------------------------------
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not request.path.startswith("/_fake/"):
             self.requests.append(Request(request.method, request.path, dict(request.query),
-                                         request.headers.get("Range")))
+                                         request.headers.get("Range"), time.time()))
         result: web.StreamResponse = await handler(request)
         return result
 
@@ -127,13 +133,13 @@ class FakeUpstream:
         if track is None:
             return self._not_found()
         quality = request.query.get("quality", "LOSSLESS")
-        info = await self._playback(request, track, quality)
+        info = await self.playback(request, track, quality)
         if self.faults.legacy:
             return web.json_response([self.catalog.track_json(track), info,
                                       {"OriginalTrackUrl": "unused"}])
         return self._wrap(info)
 
-    async def _playback(self, request: web.Request, track: FakeTrack,
+    async def playback(self, request: web.Request, track: FakeTrack,
                         quality: str) -> dict[str, Any]:
         origin, sig = self.media.origin(request), f"token={self.media.token}"
         if quality in ("LOW", "HIGH"):
@@ -202,7 +208,7 @@ class FakeUpstream:
         offset = int(request.query.get("offset", "0") or 0)
         return items[offset:offset + limit], limit, offset
 
-    def _listed_track(self, track_id: int) -> dict[str, Any]:
+    def listed_track(self, track_id: int) -> dict[str, Any]:
         """A track as a collection lists it: its album lacks artist and disc count."""
         track = self.catalog.tracks.get(track_id)
         if track is None:  # removed from TIDAL since it was added
@@ -218,7 +224,7 @@ class FakeUpstream:
             return self._not_found()
         items = [{"type": "video", "item": {"id": i[1], "title": "A Video"}, "cut": None}
                  if isinstance(i, tuple) else
-                 {"type": "track", "item": self._listed_track(i), "cut": None}
+                 {"type": "track", "item": self.listed_track(i), "cut": None}
                  for i in playlist.items]
         page, _, _ = self._page(request, items)
         if self.faults.playlist_short:
@@ -237,7 +243,7 @@ class FakeUpstream:
         return web.json_response({"version": "2.4", "mix": {
             "id": mix.uuid, "title": mix.title, "subTitle": "made for you",
             "mixType": "DISCOVERY_MIX"},
-            "items": [self._listed_track(i) for i in mix.items if isinstance(i, int)]})
+            "items": [self.listed_track(i) for i in mix.items if isinstance(i, int)]})
 
     async def artist(self, request: web.Request) -> web.Response:
         q = request.query

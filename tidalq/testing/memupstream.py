@@ -22,6 +22,7 @@ class MemoryUpstream:
     flac_urls: dict[int, str] = field(default_factory=dict)  # track id → its FLAC
     lyrics_by_track: dict[int, Lyrics] = field(default_factory=dict)
     cover_base: str = "http://127.0.0.1:9"
+    favourites: dict[str, list[int | str]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
 
     def _track(self, track_id: int) -> TrackMeta:
@@ -65,3 +66,10 @@ class MemoryUpstream:
 
     def resting(self) -> dict[str, float]:
         return {}
+
+    def problem(self) -> str | None:
+        return None
+
+    async def favorites(self, kind: str) -> list[int | str]:
+        self.calls.append(f"favorites {kind}")
+        return list(self.favourites.get(kind, []))

@@ -10,12 +10,9 @@ exceptions are translated here and nowhere else.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -29,12 +26,14 @@ from tidalq.errors import (
     UpstreamUnavailable,
 )
 from tidalq.jsontext import loads_repaired
-from tidalq.models import AlbumMeta, Artist, Collection, Discography, Release, TrackMeta
+from tidalq.models import AlbumMeta, Collection, Discography, Release, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream import listings as ls
 from tidalq.upstream import manifest as mf
+from tidalq.upstream import shapes
+from tidalq.upstream.account import LoginRequired
 from tidalq.upstream.base import Lyrics
-from tidalq.upstream.http import read_capped
+from tidalq.upstream.http import parse_retry_after, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +47,6 @@ WHAT_IS_MISSING = {"info": "track", "track": "track", "trackManifests": "track",
                    "playlist": "playlist (or it is private)", "artist": "artist"}
 COLLECTION_PAGE = 100  # what we ask for; servers may answer fewer per page
 MAX_PAGES = 1000
-RETRY_AFTER_LIMIT_S = 7 * 86400.0  # a server asking for more is wrong; the worker caps lower
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return min(float(value), RETRY_AFTER_LIMIT_S)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    wait_s = when.timestamp() - (now if now is not None else time.time())
-    return min(max(0.0, wait_s), RETRY_AFTER_LIMIT_S)
 
 
 def unwrap(body: Any) -> Any:
@@ -105,6 +88,13 @@ class UpstreamClient:
         self.skip_window_s = skip_window_s
         self._clock = clock
         self._skip_until: dict[str, float] = {}
+
+    def problem(self) -> str | None:
+        return None if self.api_urls else "no upstream configured: set api_urls"
+
+    async def favorites(self, kind: str) -> list[int | str]:
+        raise LoginRequired("favourites come from your own TIDAL account: run tidalq login "
+                            "and add \"tidal\" to upstream")
 
     # -- failover --------------------------------------------------------------------------
     def resting(self) -> dict[str, float]:
@@ -176,7 +166,7 @@ class UpstreamClient:
 
     # -- endpoints -------------------------------------------------------------------------
     async def track(self, track_id: int) -> TrackMeta:
-        return parse_track(await self.get_json("info", {"id": track_id}))
+        return shapes.parse_track(await self.get_json("info", {"id": track_id}))
 
     async def track_in_album(self, track_id: int) -> TrackMeta:
         """A track with its album's details (totals, disc count, UPC, album artist), so a
@@ -253,19 +243,19 @@ class UpstreamClient:
             "album", {"id": album_id, "limit": ALBUM_PAGE, "offset": 0}))
         album, items = first
         wanted = int(album.get("numberOfTracks") or 0)
-        tracks = _tracks_of(items, album)
+        tracks = shapes.tracks_of(items, album)
         offset = len(items)
         pages = 1
-        while len(_numbering(tracks)) < wanted and items and pages < wanted // ALBUM_PAGE + 5:
+        while len(shapes.numbering(tracks)) < wanted and items and pages < wanted // ALBUM_PAGE + 5:
             _, items = album_page(await self.get_json(
                 "album", {"id": album_id, "limit": ALBUM_PAGE, "offset": offset}))
-            tracks += _tracks_of(items, album)
+            tracks += shapes.tracks_of(items, album)
             offset += len(items)
             pages += 1
-        if len(_numbering(tracks)) < wanted:
+        if len(shapes.numbering(tracks)) < wanted:
             raise UpstreamUnavailable(f"album {album_id} came back incomplete: "
-                                      f"{len(_numbering(tracks))} of {wanted} tracks")
-        return parse_album(album, _dedupe(tracks))
+                                      f"{len(shapes.numbering(tracks))} of {wanted} tracks")
+        return shapes.parse_album(album, shapes.dedupe(tracks))
 
     # -- collections ---------------------------------------------------------------------
     async def playlist(self, uuid: str) -> Collection:
@@ -285,13 +275,13 @@ class UpstreamClient:
                                       f"{ls.promised(playlist)} items")
         raw, videos = ls.track_items(items)
         return Collection("playlist", uuid, str(playlist.get("title") or uuid),
-                          tuple(parse_track(t) for t in raw), videos)
+                          tuple(shapes.parse_track(t) for t in raw), videos)
 
     async def mix(self, mix_id: str) -> Collection:
         mix, items = ls.collection_page(await self.get_json("mix", {"id": mix_id}), "mix")
         raw, videos = ls.track_items(items)
         return Collection("mix", mix_id, str(mix.get("title") or mix_id),
-                          tuple(parse_track(t) for t in raw), videos)
+                          tuple(shapes.parse_track(t) for t in raw), videos)
 
     async def discography(self, artist_id: int, include: tuple[str, ...]) -> Discography:
         """An artist's releases of the included kinds, each listing read in full; when
@@ -329,18 +319,9 @@ class UpstreamClient:
     async def lyrics(self, track_id: int) -> Lyrics | None:
         """Lyrics when the upstream has them; any failure just means none."""
         try:
-            body = await self.get_json("lyrics", {"id": track_id})
+            return shapes.parse_lyrics(await self.get_json("lyrics", {"id": track_id}))
         except DownloadError:
             return None
-        if isinstance(body, list):
-            body = next((b for b in body if isinstance(b, dict)), {})
-        if not isinstance(body, dict):
-            return None
-        text, synced = body.get("lyrics"), body.get("subtitles")
-        if not (isinstance(text, str) and text) and not (isinstance(synced, str) and synced):
-            return None
-        return Lyrics(text if isinstance(text, str) and text else None,
-                      synced if isinstance(synced, str) and synced else None)
 
     def cover_url(self, cover: str, size: int = 1280) -> str:
         return f"{self.cover_base}/images/{cover.replace('-', '/')}/{size}x{size}.jpg"
@@ -366,87 +347,3 @@ def album_page(payload: Any) -> tuple[dict[str, Any], list[Any]]:
         items = payload.get("items")
         return payload, list(items) if isinstance(items, list) else []
     raise UpstreamUnavailable("album answer has an unknown shape")
-
-
-def _tracks_of(items: list[Any], album: dict[str, Any]) -> list[TrackMeta]:
-    out = []
-    for entry in items:
-        if isinstance(entry, dict) and entry.get("type", "track") == "track":
-            raw = entry.get("item", entry)
-            if isinstance(raw, dict):
-                out.append(parse_track(raw, album))
-    return out
-
-
-def _numbering(tracks: list[TrackMeta]) -> set[tuple[int, int]]:
-    return {(t.disc_number, t.track_number) for t in tracks}
-
-
-def _dedupe(tracks: list[TrackMeta]) -> list[TrackMeta]:
-    seen: set[int] = set()
-    return [t for t in tracks if not (t.id in seen or seen.add(t.id))]  # type: ignore[func-returns-value]
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _artists(raw: dict[str, Any]) -> tuple[Artist, ...]:
-    artists = [Artist(a.get("id"), str(a["name"]), a.get("type", "MAIN") == "MAIN")
-               for a in raw.get("artists") or [] if isinstance(a, dict) and a.get("name")]
-    if not artists and isinstance(raw.get("artist"), dict) and raw["artist"].get("name"):
-        artists = [Artist(raw["artist"].get("id"), str(raw["artist"]["name"]))]
-    return tuple(artists)
-
-
-def parse_track(raw: Any, album: dict[str, Any] | None = None) -> TrackMeta:
-    """A track object (``/info/`` or an album item) -> TrackMeta."""
-    if isinstance(raw, list):
-        raw = next((r for r in raw if isinstance(r, dict) and "title" in r), None)
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), int) or not raw.get("title"):
-        raise UpstreamUnavailable("track answer has an unknown shape")
-    alb = {**(raw.get("album") or {}), **(album or {})}
-    artists = _artists(raw)
-    album_artist = alb.get("artist", {}).get("name") if isinstance(alb.get("artist"), dict) \
-        else None
-    return TrackMeta(
-        id=raw["id"], title=str(raw["title"]), version=_text(raw.get("version")),
-        duration_s=float(raw.get("duration") or 0),
-        track_number=int(raw.get("trackNumber") or 1),
-        disc_number=int(raw.get("volumeNumber") or 1), artists=artists,
-        album_id=alb.get("id"), album_title=str(alb.get("title") or "Unknown Album"),
-        album_artist=album_artist or (artists[0].name if artists else "Unknown Artist"),
-        album_cover=_text(alb.get("cover")), release_date=_text(alb.get("releaseDate")),
-        isrc=_text(raw.get("isrc")), copyright=_text(raw.get("copyright")),
-        explicit=bool(raw.get("explicit")), upc=_text(alb.get("upc")),
-        track_total=alb.get("numberOfTracks"), disc_total=alb.get("numberOfVolumes"),
-        audio_quality=_text(raw.get("audioQuality")),
-        replay_gain=raw.get("replayGain") if isinstance(raw.get("replayGain"), float) else None,
-        peak=raw.get("peak") if isinstance(raw.get("peak"), float) else None,
-    )
-
-
-def per_disc_totals(tracks: list[TrackMeta], volumes: int) -> list[TrackMeta]:
-    """TRACKTOTAL is the track's own disc's count (as Picard and beets write it), and
-    ``track_width`` pads numbers to the largest on that disc."""
-    on_disc = Counter(t.disc_number for t in tracks)
-    largest: dict[int, int] = {}
-    for t in tracks:
-        largest[t.disc_number] = max(largest.get(t.disc_number, 0), t.track_number)
-    discs = max([volumes, *on_disc]) if on_disc else volumes
-    return [replace(t, track_total=on_disc[t.disc_number], disc_total=discs,
-                    track_width=max(2, len(str(largest[t.disc_number])))) for t in tracks]
-
-
-def parse_album(raw: dict[str, Any], tracks: list[TrackMeta]) -> AlbumMeta:
-    artist = raw.get("artist", {}).get("name") if isinstance(raw.get("artist"), dict) else None
-    tracks = sorted(tracks, key=lambda t: (t.disc_number, t.track_number))
-    tracks = per_disc_totals(tracks, int(raw.get("numberOfVolumes") or 1))
-    return AlbumMeta(
-        id=int(raw["id"]), title=str(raw.get("title") or "Unknown Album"),
-        artist=artist or (tracks[0].album_artist if tracks else "Unknown Artist"),
-        cover=_text(raw.get("cover")), release_date=_text(raw.get("releaseDate")),
-        number_of_tracks=int(raw.get("numberOfTracks") or len(tracks)),
-        number_of_volumes=int(raw.get("numberOfVolumes") or 1), upc=_text(raw.get("upc")),
-        copyright=_text(raw.get("copyright")), tracks=tuple(tracks))
-

@@ -1,10 +1,11 @@
 """What the pipeline, the collections and the follows need from a catalogue: the
 :class:`Upstream` seam.
 
-Today's implementation is the hifi-api client (:class:`tidalq.upstream.api.UpstreamClient`);
-the factory (:func:`tidalq.upstream.factory.make_upstream`) picks one from the settings. A
-second catalogue (the user's own TIDAL account) is one more module here and one line in
-the factory: nothing outside ``upstream/`` names which catalogue answers.
+Implementations: the hifi-api client (:class:`tidalq.upstream.api.UpstreamClient`) and the
+user's own TIDAL account (:class:`tidalq.upstream.tidal.TidalClient`); several configured
+are tried in order (:class:`tidalq.upstream.chain.InOrder`). The factory
+(:func:`tidalq.upstream.factory.make_upstream`) builds them from the settings: nothing
+outside ``upstream/`` names which catalogue answers.
 
 Errors an implementation raises are :class:`~tidalq.errors.DownloadError` subclasses, each
 with its failure code: ``UpstreamNotFound`` (no such id), ``PreviewOnly``, ``RateLimited``
@@ -60,3 +61,11 @@ class Upstream(Protocol):
     def resting(self) -> dict[str, float]:
         """Servers being rested after a 429 or a failure, and for how many seconds more
         (the ``rateLimiting`` of the stats)."""
+
+    def problem(self) -> str | None:
+        """Why this catalogue cannot serve now (``not logged in``), or None; while there is
+        one, the daemon claims no job."""
+
+    async def favorites(self, kind: str) -> list[int | str]:
+        """The ids (uuids of playlists) of the account's favourite ``tracks``, ``albums``,
+        ``playlists`` or ``artists``; ``LoginRequired`` for a catalogue without an account."""

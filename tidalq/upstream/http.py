@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
+import time
+
 import aiohttp
+
+RETRY_AFTER_LIMIT_S = 7 * 86400.0  # a server asking for more is wrong; the worker caps lower
 
 
 async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
@@ -15,3 +20,18 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
         if len(body) > cap:
             break
     return bytes(body)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return min(float(value), RETRY_AFTER_LIMIT_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    wait_s = when.timestamp() - (now if now is not None else time.time())
+    return min(max(0.0, wait_s), RETRY_AFTER_LIMIT_S)

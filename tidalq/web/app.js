@@ -178,6 +178,18 @@ document.addEventListener("DOMContentLoaded", () => {
     } catch (e) { say(e.message, true); }
     scheduleRefresh(0);
   });
+  document.getElementById("follow-favourites").addEventListener("click", async () => {
+    const said = document.getElementById("follow-message");
+    try {
+      const answer = await call("POST", "/api/follows", {kind: "favorites"});
+      said.textContent = answer.created ? "following your favourites" : "already following them";
+      said.className = "";
+    } catch (e) {
+      said.textContent = e.message;
+      said.className = "error";
+    }
+    scheduleRefresh(0);
+  });
   document.getElementById("more").addEventListener("click", () => {
     historyShown += HISTORY_PAGE;
     scheduleRefresh(0);
