@@ -32,7 +32,7 @@ from tidalq.upstream import listings as ls
 from tidalq.upstream import manifest as mf
 from tidalq.upstream import shapes
 from tidalq.upstream.account import LoginRequired
-from tidalq.upstream.base import Lyrics
+from tidalq.upstream.base import Lyrics, as_in_its_album, cover_image_url
 from tidalq.upstream.http import parse_retry_after, read_capped
 
 log = logging.getLogger(__name__)
@@ -169,18 +169,7 @@ class UpstreamClient:
         return shapes.parse_track(await self.get_json("info", {"id": track_id}))
 
     async def track_in_album(self, track_id: int) -> TrackMeta:
-        """A track with its album's details (totals, disc count, UPC, album artist), so a
-        track job names and tags the file exactly as its album job would."""
-        meta = await self.track(track_id)
-        if meta.album_id is None:
-            return meta
-        try:
-            album = await self.album(meta.album_id)
-        except DownloadError as exc:
-            if not exc.retryable:
-                return meta
-            raise
-        return next((t for t in album.tracks if t.id == track_id), meta)
+        return await as_in_its_album(await self.track(track_id), self.album)
 
     async def stream(self, track_id: int, quality: Quality) -> mf.Served:
         """The stream for a track: hi-res DASH (``/trackManifests/``) when asked and
@@ -270,18 +259,12 @@ class UpstreamClient:
             items += page
             if not page or len(items) >= ls.promised(playlist):
                 break
-        if len(items) < ls.promised(playlist):
-            raise UpstreamUnavailable(f"playlist {uuid} came back incomplete: {len(items)} of "
-                                      f"{ls.promised(playlist)} items")
-        raw, videos = ls.track_items(items)
-        return Collection("playlist", uuid, str(playlist.get("title") or uuid),
-                          tuple(shapes.parse_track(t) for t in raw), videos)
+        return ls.collection_of("playlist", uuid, str(playlist.get("title") or uuid), items,
+                                ls.promised(playlist))
 
     async def mix(self, mix_id: str) -> Collection:
         mix, items = ls.collection_page(await self.get_json("mix", {"id": mix_id}), "mix")
-        raw, videos = ls.track_items(items)
-        return Collection("mix", mix_id, str(mix.get("title") or mix_id),
-                          tuple(shapes.parse_track(t) for t in raw), videos)
+        return ls.collection_of("mix", mix_id, str(mix.get("title") or mix_id), items)
 
     async def discography(self, artist_id: int, include: tuple[str, ...]) -> Discography:
         """An artist's releases of the included kinds, each listing read in full; when
@@ -324,7 +307,7 @@ class UpstreamClient:
             return None
 
     def cover_url(self, cover: str, size: int = 1280) -> str:
-        return f"{self.cover_base}/images/{cover.replace('-', '/')}/{size}x{size}.jpg"
+        return cover_image_url(self.cover_base, cover, size)
 
 
 # -- shapes --------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ incomplete listing), ``AuthFailed`` and ``ManifestError``. Nothing else escapes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from tidalq.errors import DownloadError
 from tidalq.models import AlbumMeta, Collection, Discography, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream.manifest import Served
@@ -69,3 +71,24 @@ class Upstream(Protocol):
     async def favorites(self, kind: str) -> list[int | str]:
         """The ids (uuids of playlists) of the account's favourite ``tracks``, ``albums``,
         ``playlists`` or ``artists``; ``LoginRequired`` for a catalogue without an account."""
+
+
+async def as_in_its_album(meta: TrackMeta,
+                          album_of: Callable[[int], Awaitable[AlbumMeta]]) -> TrackMeta:
+    """A track as its album lists it (totals, disc count, UPC, album artist), so a track
+    job names and tags its file exactly as its album job would; an album that cannot be
+    had for good (gone, region-locked) leaves the track as it is."""
+    if meta.album_id is None:
+        return meta
+    try:
+        album = await album_of(meta.album_id)
+    except DownloadError as exc:
+        if not exc.retryable:
+            return meta
+        raise
+    return next((t for t in album.tracks if t.id == meta.id), meta)
+
+
+def cover_image_url(base: str, cover: str, size: int) -> str:
+    """TIDAL's image URL of a cover id (its dashes become path separators)."""
+    return f"{base}/images/{cover.replace('-', '/')}/{size}x{size}.jpg"

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from tidalq.errors import UpstreamUnavailable
-from tidalq.models import Release
+from tidalq.models import Collection, Release
+from tidalq.upstream.shapes import parse_track
 
 # TIDAL's listings of an artist's releases, and the include names each one serves
 LISTINGS = {"ALBUMS": ("albums",), "EPSANDSINGLES": ("eps", "singles"),
@@ -50,6 +51,17 @@ def track_items(items: list[Any]) -> tuple[list[dict[str, Any]], int]:
         elif kind == "track" and isinstance(raw, dict) and "id" in raw:
             tracks.append(raw)
     return tracks, videos
+
+
+def collection_of(kind: str, ref: str, title: str, items: list[Any],
+                  promised_count: int | None = None) -> Collection:
+    """A playlist or mix from all its listed items: fewer than ``promised_count`` is an
+    error, never a shorter playlist."""
+    if promised_count is not None and len(items) < promised_count:
+        raise UpstreamUnavailable(f"{kind} {ref} came back incomplete: {len(items)} of "
+                                  f"{promised_count} items")
+    raw, videos = track_items(items)
+    return Collection(kind, ref, title, tuple(parse_track(t) for t in raw), videos)
 
 
 def release_page(payload: Any) -> tuple[list[dict[str, Any]], int | None]:

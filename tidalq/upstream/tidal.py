@@ -31,7 +31,7 @@ from tidalq.upstream import listings as ls
 from tidalq.upstream import manifest as mf
 from tidalq.upstream import shapes
 from tidalq.upstream.account import Account, LoginRequired
-from tidalq.upstream.base import Lyrics
+from tidalq.upstream.base import Lyrics, as_in_its_album, cover_image_url
 from tidalq.upstream.http import parse_retry_after, read_capped
 from tidalq.upstream.pace import Pace
 
@@ -135,15 +135,7 @@ class TidalClient:
     # -- the catalogue -----------------------------------------------------------------------
     async def track_in_album(self, track_id: int) -> TrackMeta:
         meta = shapes.parse_track(await self.get_json(f"tracks/{track_id}"))
-        if meta.album_id is None:
-            return meta
-        try:
-            album = await self.album(meta.album_id)
-        except DownloadError as exc:
-            if not exc.retryable:
-                return meta
-            raise
-        return next((t for t in album.tracks if t.id == track_id), meta)
+        return await as_in_its_album(meta, self.album)
 
     async def album(self, album_id: int) -> AlbumMeta:
         album = await self.get_json(f"albums/{album_id}")
@@ -162,18 +154,12 @@ class TidalClient:
         if not isinstance(about, dict):
             raise UpstreamUnavailable(f"playlist {uuid} has an unknown shape")
         items, _ = await self.pages(f"playlists/{uuid}/items")
-        if len(items) < ls.promised(about):
-            raise UpstreamUnavailable(f"playlist {uuid} came back incomplete: {len(items)} of "
-                                      f"{ls.promised(about)} items")
-        raw, videos = ls.track_items(items)
-        return Collection("playlist", uuid, str(about.get("title") or uuid),
-                          tuple(shapes.parse_track(t) for t in raw), videos)
+        return ls.collection_of("playlist", uuid, str(about.get("title") or uuid), items,
+                                ls.promised(about))
 
     async def mix(self, mix_id: str) -> Collection:
         items, _ = await self.pages(f"mixes/{mix_id}/items")
-        raw, videos = ls.track_items(items)
-        return Collection("mix", mix_id, await self._mix_title(mix_id),
-                          tuple(shapes.parse_track(t) for t in raw), videos)
+        return ls.collection_of("mix", mix_id, await self._mix_title(mix_id), items)
 
     async def _mix_title(self, mix_id: str) -> str:
         """A mix's title is on its page, not in its items; the id when the page fails."""
@@ -219,7 +205,7 @@ class TidalClient:
             return None
 
     def cover_url(self, cover: str, size: int = 1280) -> str:
-        return f"{self.cover_base}/images/{cover.replace('-', '/')}/{size}x{size}.jpg"
+        return cover_image_url(self.cover_base, cover, size)
 
     # -- the account's own ----------------------------------------------------------------------
     async def favorites(self, kind: str) -> list[int | str]:
