@@ -306,3 +306,81 @@ async def decoder_ended(pid: int) -> None:
         return not running(pid)
 
     await await_until(gone, 5, "the decoder to be killed with its job")
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback the test can cut: while cut, every open connection is reset
+    and new ones are accepted and left hanging (a partition, not a refusal); ``heal`` lets
+    traffic through again. Runs its own event loop in a thread."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.port = free_port()
+        self.cut_off = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._serve, "127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        self._reset_all()
+        self._loop.run_until_complete(server.wait_closed())
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while self.cut_off:  # held: no answer, no reset, until healed
+                await asyncio.sleep(0.05)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            self._writers.add(up_writer)
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
+                                 return_exceptions=True)
+        except OSError:
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while not self.cut_off:
+                data = await src.read(65536)
+                if not data or self.cut_off:
+                    break
+                dst.write(data)
+                await dst.drain()
+        finally:
+            self._writers.discard(dst)
+            dst.close()
+
+    def _reset_all(self) -> None:
+        for writer in list(self._writers):
+            transport = writer.transport
+            transport.abort()
+        self._writers.clear()
+
+    def cut(self) -> None:
+        self.cut_off = True
+        self._loop.call_soon_threadsafe(self._reset_all)
+
+    def heal(self) -> None:
+        self.cut_off = False
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)

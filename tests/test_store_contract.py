@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_store
+from tests.helpers import RedisServer
 from tidalq.errors import AmbiguousJobId, IllegalTransition, InvalidInput, JobNotFound, LeaseLost
 from tidalq.models import Failure, JobSpec, LeaseState
 from tidalq.store.base import JobStore
@@ -426,3 +429,37 @@ async def test_jobs_of_a_dead_worker_are_reaped_before_their_lease_ends(store: J
     assert (await store.get(theirs.id)).status is JobStatus.PROCESSING
     with pytest.raises(LeaseLost):
         await store.complete(mine.id, dead.token)
+
+
+async def test_daemons_announce_themselves_and_fade(store: JobStore) -> None:
+    await store.announce({"id": "a-1", "host": "one", "slotsInUse": 1}, ttl_s=30)
+    await store.announce({"id": "b-2", "host": "two", "slotsInUse": 0}, ttl_s=0.2)
+    assert {d["id"] for d in await store.daemons()} == {"a-1", "b-2"}
+    await store.announce({"id": "a-1", "host": "one", "slotsInUse": 3}, ttl_s=30)
+    await asyncio.sleep(0.4)
+    assert await store.daemons() == [{"id": "a-1", "host": "one", "slotsInUse": 3}]
+
+
+async def test_shared_locks_fence_and_expire(redis_server: RedisServer,
+                                             tmp_path: Path) -> None:
+    """The publish lock of several machines: one holder, growing fencing tokens, renewal
+    and release by the holder's token only, and a vanished holder's lock expires."""
+    store = await make_store("redis", tmp_path, redis_server)
+    other = await make_store("redis", tmp_path, redis_server, prefix=store.prefix)  # type: ignore[attr-defined]
+    try:
+        assert store.shares_locks
+        first = await store.try_lock("publish:x", 0.5)
+        assert first is not None and await other.try_lock("publish:x", 0.5) is None
+        assert not await other.renew_lock("publish:x", "1:forged", 5)
+        await other.unlock("publish:x", "1:forged")
+        assert await other.try_lock("publish:x", 0.5) is None, "a wrong token frees nothing"
+        assert await store.renew_lock("publish:x", first, 0.5)
+        await asyncio.sleep(0.7)  # the holder vanished: the lock expires
+        second = await other.try_lock("publish:x", 5)
+        assert second is not None and int(second.split(":")[0]) > int(first.split(":")[0])
+        assert not await store.renew_lock("publish:x", first, 5), "the old holder lost it"
+        await other.unlock("publish:x", second)
+        assert await store.try_lock("publish:x", 5) is not None
+    finally:
+        await store.close()
+        await other.close()

@@ -30,6 +30,7 @@ from tidalq.errors import StoreUnavailable, from_os_error
 from tidalq.follows import FollowChecker
 from tidalq.http_api import HttpApi
 from tidalq.instance import Instance, dead_instances, instance_of, live_instances, worker_name
+from tidalq.library.locks import folder_locks
 from tidalq.login import LoginDesk
 from tidalq.media.fetch import Fetcher
 from tidalq.media.verify import available_checks
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 EXIT_DRAINED = 0
 EXIT_FORCED = 1
 MAINTENANCE_EVERY_S = 5.0
+ANNOUNCE_TTL_S = 3 * MAINTENANCE_EVERY_S  # a daemon missing three rounds is gone
 
 
 def sd_notify(message: str) -> bool:
@@ -197,7 +199,7 @@ class Daemon:
         fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add)
         musicbrainz = MusicBrainz(self.session, s.musicbrainz_url, s.musicbrainz_contact)
         self.pool.pipeline = Pipeline(s, upstream, fetcher, slots, instance.staging_dir,
-                                      musicbrainz)
+                                      musicbrainz, folder_locks(store, s.download_dir))
         return self.pool.pipeline
 
     async def start_http(self, ctx: Context) -> None:
@@ -230,9 +232,19 @@ class Daemon:
                 await self._maintain()
             await asyncio.sleep(min(watchdog_s or MAINTENANCE_EVERY_S, MAINTENANCE_EVERY_S))
 
+    def whoami(self) -> dict[str, Any]:
+        """What `status` shows of this daemon on every daemon of the store."""
+        pool = self.pool_or_raise
+        return {"id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+                "version": __version__, "slotsInUse": pool.active_downloads,
+                "maxConcurrent": self.settings.max_concurrent,
+                "workers": "on" if pool.pipeline is not None else "off",
+                "lastBeat": int(time.time() * 1000)}
+
     async def _maintain(self) -> None:
         assert self.store is not None
         try:
+            await self.store.announce(self.whoami(), ANNOUNCE_TTL_S)
             if await self.store.reap(spare=await self._held_live()):
                 self.pool_or_raise.wake()
             await self.store.purge_finished(self.settings.retention)

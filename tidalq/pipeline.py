@@ -33,6 +33,7 @@ from tidalq.errors import (
     from_os_error,
 )
 from tidalq.library.files import sync_file
+from tidalq.library.locks import FolderLocks
 from tidalq.library.publisher import Publisher
 from tidalq.media import tags, verify
 from tidalq.media.fetch import Fetcher
@@ -120,11 +121,11 @@ class Pipeline:
 
     def __init__(self, settings: Settings, upstream: Upstream, fetcher: Fetcher,
                  slots: Slots | asyncio.Semaphore | None = None,
-                 staging_dir: Path | None = None, musicbrainz: MusicBrainz | None = None
-                 ) -> None:
+                 staging_dir: Path | None = None, musicbrainz: MusicBrainz | None = None,
+                 locks: FolderLocks | None = None) -> None:
         self.settings = settings
         self.staging_dir = staging_dir or settings.staging_dir
-        self.publisher = Publisher(settings, self.staging_dir)
+        self.publisher = Publisher(settings, self.staging_dir, locks)
         self.musicbrainz = musicbrainz
         self.upstream = upstream
         self.fetcher = fetcher

@@ -201,9 +201,18 @@ def status_view(stats: dict[str, Any]) -> Group:
                           "failing): its requests wait", style="yellow"))
     if stats.get("account"):
         parts.append(Text(account_line(stats["account"])))
+    if len(stats.get("daemons") or []) > 1:
+        parts.append(Text("daemons: " + "; ".join(_daemon_text(d) for d in stats["daemons"])))
     for job in stats.get("active", []):
         parts.append(_active_line(job))
     return Group(*parts)
+
+
+def _daemon_text(d: dict[str, Any]) -> str:
+    """One daemon of the store: where, which, how busy, how recently heard of."""
+    age = max(0.0, time.time() - int(d.get("lastBeat") or 0) / 1000)
+    return (f"{d.get('id')} on {d.get('host')} (v{d.get('version')}, "
+            f"{d.get('slotsInUse')}/{d.get('maxConcurrent')} slots, {age:.0f} s ago)")
 
 
 def account_line(account: dict[str, Any]) -> str:
@@ -224,13 +233,14 @@ def _active_line(job: dict[str, Any]) -> Table:
     eta = job.get("etaS")
     eta_text = f" ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
     tracks = f" {job['completedTracks']}/{job['trackCount']}" if job.get("trackCount") else ""
+    where = f" on {job['daemon']}" if job.get("daemon") else ""
     line = Table.grid(padding=(0, 1), expand=True)
     line.add_column(width=27, no_wrap=True)
     line.add_column(width=12, no_wrap=True)
     line.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
     line.add_column(no_wrap=True)
     line.add_row(job["id"], ProgressBar(total=1.0, completed=job["progress"], width=12),
-                 _title(job), f"{_percent(job['progress'])}{tracks}{eta_text}")
+                 _title(job), f"{_percent(job['progress'])}{tracks}{eta_text}{where}")
     return line
 
 

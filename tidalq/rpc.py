@@ -8,6 +8,7 @@ exceptions, mapped to JSON-RPC error codes by :func:`error_code`. Streaming meth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ from tidalq.worker import WorkerPool
 Handler = Callable[["Context", dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_WAIT_S = 24 * 3600.0
 MAX_UNWAITED = 10_000
+MAX_ELSEWHERE = 200  # running jobs of other daemons that status lists
 
 
 @dataclass
@@ -272,6 +274,11 @@ async def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     except StoreUnavailable:
         counts, paused = {}, False
     active = [s.summary() for s in pool.active.values()]
+    daemons: list[dict[str, Any]] = []
+    with contextlib.suppress(StoreUnavailable):
+        daemons = await ctx.store.daemons()
+        if len(daemons) > 1:  # what the other daemons run, from the store
+            active += await _elsewhere(ctx, {s.job_id for s in pool.active.values()})
     return {
         "success": True,
         "queue": {**{s.value: counts.get(s.value, 0) for s in JobStatus},
@@ -284,11 +291,26 @@ async def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                    "workers": "on" if pool.pipeline is not None else "off"},
         "active": active,
         "account": ctx.login.show() if ctx.login is not None else None,
+        "daemons": sorted(daemons, key=lambda d: (d.get("host", ""), d.get("id", ""))),
         "daemon": {"version": __version__, "pid": os.getpid(),
                    "uptimeS": round(time.time() - ctx.started_at, 1),
                    "store": redact_url(ctx.store.url),
                    "downloadDir": str(ctx.settings.download_dir), "checks": ctx.checks},
     }
+
+
+async def _elsewhere(ctx: Context, here: set[str]) -> list[dict[str, Any]]:
+    """Jobs other daemons on this store are running, as `status` lists them."""
+    found = []
+    for job in await ctx.store.list_jobs(JobStatus.PROCESSING, MAX_ELSEWHERE):
+        if job.id in here:
+            continue
+        spec = job.spec
+        found.append({"id": job.id, "type": spec.type, "tidalId": spec.tidal_id,
+                      "quality": spec.quality.value, **spec.to_json(),
+                      "progress": round(job.progress, 4), "etaS": None,
+                      "daemon": job.worker, "trackCount": None, "completedTracks": None})
+    return found
 
 
 async def wait(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,10 @@ other gets ``Album [album id]`` (see :func:`tidalq.media.paths.relative_path`):
   runs used, so an album is never split between two folders by a restart;
 - while an album runs, its plain folder is held: another album with the same folder
   (running in this daemon at the same time) takes its edition folder at once;
-- right before each file is published, under a lock per target, the target is checked
-  again: a file of another track there (written by another daemon sharing the library)
-  sends this track to its edition folder instead of replacing that file.
+- right before each file is published, under the folder's publish lock
+  (:mod:`tidalq.library.locks`: shared by every daemon when the store is Redis), the
+  target is checked again: a file of another track there (written by another daemon
+  sharing the library) sends this track to its edition folder instead of replacing it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
+from tidalq.library.locks import FolderLocks, LocalLocks
 from tidalq.media import paths, tags
 from tidalq.models import AlbumMeta, TrackMeta
 
@@ -37,18 +39,17 @@ def holds_another_track(target: Path, meta: TrackMeta) -> bool:
     return track_id is not None and track_id != str(meta.id)
 
 
-MAX_IDLE_LOCKS = 4096
 MAX_REMEMBERED_TARGETS = 4096
 
 
 class Editions:
     """Folder decisions and publish locks for one daemon's pipeline."""
 
-    def __init__(self, library: Path, template: str) -> None:
+    def __init__(self, library: Path, template: str, locks: FolderLocks | None = None) -> None:
         self.library = library
         self.template = template
+        self.locks = locks or LocalLocks()
         self._running: dict[Path, Counter[int | None]] = {}
-        self._locks: dict[Path, asyncio.Lock] = {}
         self._targets: dict[tuple[TrackMeta, str, bool], Path] = {}
 
     def target(self, meta: TrackMeta, extension: str, edition: bool) -> Path:
@@ -91,14 +92,15 @@ class Editions:
                     album_id: int | None, extension: str,
                     earlier_paths: Iterable[str | None]) -> AsyncIterator[bool]:
         folder = self._folder(tracks[0], extension)
-        ours, theirs = await asyncio.to_thread(self._who_is_there, tracks, extension)
-        # decided and registered without an await in between: two runs never both
-        # take a free plain folder
-        edition = (album_id is not None and self._used_edition(earlier_paths, album_id)) \
-            or (not ours and (theirs or self._taken_by_another_album(folder, album_id)))
-        held = self._running.setdefault(folder, Counter())
-        if not edition:
-            held[album_id] += 1
+        async with self.locks.hold(folder):  # other daemons decide one at a time too
+            ours, theirs = await asyncio.to_thread(self._who_is_there, tracks, extension)
+            # decided and registered without an await in between: two runs here never
+            # both take a free plain folder
+            edition = (album_id is not None and self._used_edition(earlier_paths, album_id)) \
+                or (not ours and (theirs or self._taken_by_another_album(folder, album_id)))
+            held = self._running.setdefault(folder, Counter())
+            if not edition:
+                held[album_id] += 1
         try:
             yield edition
         finally:
@@ -141,9 +143,8 @@ class Editions:
         track holds the target. Only the look and what ``place`` must decide with the
         folder still need the lock: the caller syncs the file before, and the folder
         after."""
-        if len(self._locks) > MAX_IDLE_LOCKS:
-            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-        async with self._locks.setdefault(target.parent, asyncio.Lock()):
+        async with self.locks.hold(target.parent) as fence:
             if not edition and await asyncio.to_thread(holds_another_track, target, meta):
                 target = self.target(meta, target.suffix, True)
+            await fence.check()  # a holder whose shared lock expired does not publish
             return await place(target)

@@ -29,6 +29,7 @@ from tidalq.library.files import (
     place_bytes,
     replace_if_ours,
 )
+from tidalq.library.locks import FolderLocks
 from tidalq.media import tags, verify
 from tidalq.models import TrackMeta
 from tidalq.terms import Quality
@@ -39,10 +40,11 @@ log = logging.getLogger(__name__)
 class Publisher:
     """Where tracks land in one daemon's library, and their way in."""
 
-    def __init__(self, settings: Settings, staging_dir: Path) -> None:
+    def __init__(self, settings: Settings, staging_dir: Path,
+                 locks: FolderLocks | None = None) -> None:
         self.settings = settings
         self.staging_dir = staging_dir
-        self.editions = Editions(settings.download_dir, settings.path_template)
+        self.editions = Editions(settings.download_dir, settings.path_template, locks)
 
     async def publish(self, req: TrackRequest, staging: Path, target: Path
                       ) -> tuple[Path, dict[str, Any] | None]:

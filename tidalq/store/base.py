@@ -11,6 +11,7 @@ test seam and the reference model), ``sqlite.SqliteStore`` (the default) and
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -185,6 +186,38 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def wait_events(self, after: str, timeout_s: float, limit: int = 500) -> list[Event]:
         """Events after ``after``, waiting up to ``timeout_s`` for the first one."""
+
+    # -- daemons and locks shared by everyone on this store ------------------------------
+    # A store that several machines share (Redis) keeps who is alive and the locks of the
+    # library they share; the embedded stores are one machine's and keep them in memory.
+    shares_locks: bool = False
+    _announced: dict[str, tuple[float, dict[str, Any]]]
+
+    async def announce(self, daemon: dict[str, Any], ttl_s: float) -> None:
+        """This daemon is alive (``daemon["id"]``), with what `status` shows of it, for
+        ``ttl_s`` seconds unless announced again."""
+        if not hasattr(self, "_announced"):
+            self._announced = {}
+        self._announced[str(daemon["id"])] = (time.monotonic() + ttl_s, dict(daemon))
+
+    async def daemons(self) -> list[dict[str, Any]]:
+        """The live daemons on this store, as they announced themselves."""
+        now = time.monotonic()
+        return [info for until, info in getattr(self, "_announced", {}).values() if until > now]
+
+    async def try_lock(self, name: str, ttl_s: float) -> str | None:
+        """Take lock ``name`` for ``ttl_s`` seconds: its fencing token (tokens grow: a
+        later holder's is larger), or None while someone holds it. Stores that
+        ``shares_locks`` only."""
+        raise NotImplementedError("this store keeps no shared locks")
+
+    async def renew_lock(self, name: str, token: str, ttl_s: float) -> bool:
+        """Extend lock ``name`` if ``token`` still holds it; False when it was lost."""
+        raise NotImplementedError("this store keeps no shared locks")
+
+    async def unlock(self, name: str, token: str) -> None:
+        """Let go of lock ``name`` if ``token`` holds it (nothing otherwise)."""
+        raise NotImplementedError("this store keeps no shared locks")
 
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot be reached."""

@@ -382,3 +382,20 @@ redis.call('HDEL', P .. ':follows:token', id)
 redis.call('ZADD', P .. ':follows:due', due, id)
 return 1
 """
+
+
+# A shared lock (the publish lock of one library folder): renewed and released only by the
+# token that holds it, so a holder whose lock expired and was taken cannot touch the new one.
+LOCK_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+LOCK_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
