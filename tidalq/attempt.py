@@ -7,6 +7,7 @@ know what an attempt does. Below the pipeline and the library, above the models.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from tidalq.terms import Quality
 T = TypeVar("T")
 Lazy: TypeAlias = T | Callable[[], T]  # a value, or what computes it when it is needed
 LOCAL_LEASE_FRACTION = 0.8  # stop this long into a lease that could not be renewed
+CONFIRM_WAIT_S = 5.0  # how long a late attempt waits for its renewal before publishing
 
 
 class Attempt(Protocol):
@@ -30,6 +32,10 @@ class Attempt(Protocol):
 
     def check_lease(self) -> None:
         """Raise LeaseLost when this attempt may no longer publish anything."""
+
+    async def confirm_lease(self) -> None:
+        """Before publishing: a lease past its local deadline (this process was stopped or
+        starved) is renewed first if the store still holds it ours; LeaseLost otherwise."""
 
     def learned(self, titles: dict[str, str]) -> None:
         """The job's artist, album and track titles, once the upstream told them."""
@@ -45,6 +51,9 @@ class Unleased:
     key: str
 
     def check_lease(self) -> None:
+        return None
+
+    async def confirm_lease(self) -> None:
         return None
 
     def learned(self, titles: dict[str, str]) -> None:
@@ -93,6 +102,8 @@ class ActiveJob:
     titles: dict[str, str] | None = None  # learned from the upstream, not yet stored
     known_titles: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    ask_renewal: Callable[[], None] = lambda: None  # wakes the heartbeat (set by the pool)
+    renewed: asyncio.Event = field(default_factory=asyncio.Event)  # set on each renewal
 
     @property
     def job_id(self) -> str:
@@ -146,6 +157,14 @@ class ActiveJob:
     def check_lease(self) -> None:
         if self.stop_reason == "lost" or time.monotonic() >= self.lease_expires_at():
             raise LeaseLost(f"job {self.job_id}: this attempt no longer holds its lease")
+
+    async def confirm_lease(self) -> None:
+        if self.stop_reason != "lost" and time.monotonic() >= self.lease_expires_at():
+            self.renewed.clear()
+            self.ask_renewal()  # the heartbeat renews at once, and sets ``renewed``
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.renewed.wait(), CONFIRM_WAIT_S)
+        self.check_lease()
 
     def eta_s(self) -> float | None:
         if len(self.samples) < 2:

@@ -108,6 +108,7 @@ class Heartbeat:
         if lease.holds:
             state.renewed_at = max(state.renewed_at, sent)
             state.pause_requested = lease is LeaseState.PAUSE
+            state.renewed.set()  # an attempt waiting to publish (confirm_lease) goes on
             return
         reason = "cancelled" if lease is LeaseState.CANCELLED else "lost"
         if state.task is not None and not state.task.done():

@@ -338,6 +338,7 @@ class Pipeline:
                                                    req.meta, served.quality, req.force)
                 return {**await self.publisher.skipped(target, served.quality),
                         "replaced": replaced}
+            await req.attempt.confirm_lease()  # resumed past its deadline: renewed first
             target, kept = await self.publisher.publish(req, staging, target)
             if kept is not None:
                 return kept

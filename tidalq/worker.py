@@ -254,7 +254,8 @@ class WorkerPool:
             log.warning("job %s was claimed again while running here; stopping the old "
                         "attempt", claim.job.id)
             self._stop(previous, "lost")
-        state = ActiveJob(claim, self.settings.lease, sent, samples=[(time.monotonic(), 0.0)])
+        state = ActiveJob(claim, self.settings.lease, sent, samples=[(time.monotonic(), 0.0)],
+                          ask_renewal=self.heartbeat.beat_now)
         self.active[claim.job.id] = state
         after = previous.task if previous is not None else None
         state.task = asyncio.create_task(self._run_job(state, after), name=f"job {claim.job.id}")
