@@ -243,6 +243,62 @@ def add(app: App, items: tuple[str, ...], quality: str | None, min_quality: str 
         render.lines(answer["jobIds"])
 
 
+# -- finding -------------------------------------------------------------------------------
+
+SEARCH_KINDS = ("track", "album", "artist", "playlist")
+
+
+def _choices(value: str | None) -> list[int]:
+    """``--add 1,3`` -> [1, 3]."""
+    if not value:
+        return []
+    try:
+        chosen = [int(n) for n in value.replace(" ", "").split(",") if n]
+    except ValueError:
+        raise click.UsageError(f"--add takes result numbers, like 1,3 (not {value!r})"
+                               ) from None
+    if not chosen or min(chosen) < 1:
+        raise click.UsageError("--add takes result numbers from 1")
+    return chosen
+
+
+@main.command()
+@click.argument("words", nargs=-1, required=True, metavar="[track|album|artist|playlist] QUERY...")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--add", "to_add", metavar="N[,M...]", help="Submit these results (by number).")
+@click.option("--quality", type=QUALITIES, help="With --add: the quality to download.")
+@json_option
+@pass_app
+@handles_errors
+def search(app: App, words: tuple[str, ...], limit: int, to_add: str | None,
+           quality: str | None, as_json: bool) -> None:
+    """Search TIDAL (albums unless a kind comes first) and print a numbered table;
+    `--add 1,3` submits those results."""
+    kind, query = ("album", words)
+    if len(words) > 1 and words[0].lower() in SEARCH_KINDS:
+        kind, query = words[0].lower(), words[1:]
+    answer = app.client(timeout_s=60).call("catalog.search", {
+        "query": " ".join(query), "kind": kind, "limit": limit})
+    results = answer["results"]
+    chosen = _choices(to_add)
+    if any(n > len(results) for n in chosen):
+        raise click.UsageError(f"--add: there are {len(results)} results")
+    if as_json and not chosen:
+        render.as_json(results)
+        return
+    if not chosen:
+        render.search_table(results)
+        return
+    jobs = [{"type": r["type"], f"{r['type']}Id": r["id"],
+             **({"quality": quality.upper()} if quality else {})}
+            for r in (results[n - 1] for n in chosen)]
+    submitted = app.client().call("queue.submit", {"jobs": jobs})
+    if as_json:
+        render.as_json(submitted["jobs"])
+    else:
+        render.lines(submitted["jobIds"])
+
+
 # -- looking -------------------------------------------------------------------------------
 
 @main.command()

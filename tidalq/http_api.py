@@ -2,7 +2,8 @@
 seed's web app (shared/design/web-client.md; shapes in :mod:`tidalq.webshape`).
 
 Routes: ``POST``/``GET /api/download-queue``, ``GET``/``PATCH``/``DELETE …/{jobId}``,
-``GET …/stats``, ``…/dashboard``, ``…/metrics``. Every action goes through the same RPC
+``GET …/stats``, ``…/dashboard``, ``…/metrics``; ``/api/follows`` and ``GET /api/search``
+(502 when the upstream fails). Every action goes through the same RPC
 handlers as the socket and the CLI. Bodies are the seed's (``{"success": true, …}``);
 errors are ``{"success": false, "error": "…"}`` with 400 (bad input naming the field, or
 an action that does not apply, saying why), 404 (unknown job), 409 (illegal transition),
@@ -30,6 +31,7 @@ from tidalq.rpc import (
     follow_add,
     follow_list,
     follow_remove,
+    search,
     stats,
     submit,
 )
@@ -61,6 +63,7 @@ class HttpApi:
         r.add_get(BASE + "/{job_id}", self.get_job)
         r.add_patch(BASE + "/{job_id}", self.patch_job)
         r.add_delete(BASE + "/{job_id}", self.delete_job)
+        r.add_get("/api/search", self.search)
         r.add_get("/api/follows", self.list_follows)
         r.add_post("/api/follows", self.add_follow)
         r.add_delete("/api/follows/{follow_id}", self.remove_follow)
@@ -222,6 +225,13 @@ class HttpApi:
         await self._act(job_id, "remove")
         return _done(job_id, "Job deleted")
 
+
+    async def search(self, request: web.Request) -> web.Response:
+        """``GET /api/search?q=&type=album&limit=20``: the catalogue's results."""
+        q = request.query
+        params: dict[str, Any] = {"query": q.get("q", ""), "kind": q.get("type", "album"),
+                                  "limit": _query_int(q.get("limit"), "limit", 20, 1, 100)}
+        return web.json_response({"success": True, **await search(self.ctx, params)})
 
     # -- follows --------------------------------------------------------------------------
     async def list_follows(self, request: web.Request) -> web.Response:

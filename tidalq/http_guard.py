@@ -18,6 +18,7 @@ from aiohttp.typedefs import Middleware
 from tidalq.config import Settings
 from tidalq.errors import (
     AmbiguousJobId,
+    DownloadError,
     FollowNotFound,
     IllegalTransition,
     InvalidInput,
@@ -87,6 +88,8 @@ class Guards:
             return fail(409, str(exc))
         except StoreUnavailable as exc:
             return fail(503, str(exc))
+        except DownloadError as exc:  # the upstream failed (search): not our fault
+            return fail(502, str(exc))
         except web.HTTPRequestEntityTooLarge:
             return fail(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
         except web.HTTPException as exc:

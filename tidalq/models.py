@@ -505,6 +505,29 @@ class Release:
     kind: str  # one of RELEASE_KINDS
 
 
+SEARCH_KINDS = ("track", "album", "artist", "playlist")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: what the table and the page show, and what `add` needs."""
+
+    kind: str  # one of SEARCH_KINDS
+    ref: int | str  # the id to add (a uuid for playlists)
+    title: str
+    artist: str | None = None
+    year: str | None = None
+    tracks: int | None = None
+    quality: str | None = None  # the best the catalogue lists
+    explicit: bool = False
+    cover: str | None = None  # the catalogue's image id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.kind, "id": self.ref, "title": self.title, "artist": self.artist,
+                "year": self.year, "tracks": self.tracks, "quality": self.quality,
+                "explicit": self.explicit, "cover": self.cover}
+
+
 @dataclass(frozen=True)
 class Discography:
     artist: str

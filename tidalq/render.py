@@ -293,6 +293,20 @@ def follows_table(follows: list[dict[str, Any]]) -> None:
     console().print(_columns(("ID", "WHAT", "LAST CHECK", "NEXT CHECK", "OUTCOME"), rows, cut=1))
 
 
+def search_table(results: list[dict[str, Any]]) -> None:
+    """Search results, numbered for `--add`."""
+    if not results:
+        console().print("nothing found")
+        return
+    rows: list[list[str | Text]] = [
+        [str(n), str(r.get("title") or ""), str(r.get("artist") or ""), r.get("year") or "",
+         "" if r.get("tracks") is None else str(r["tracks"]), r.get("quality") or "",
+         "E" if r.get("explicit") else "", str(r.get("id"))]
+        for n, r in enumerate(results, 1)]
+    console().print(_columns(("#", "TITLE", "ARTIST", "YEAR", "TRACKS", "QUALITY", "E", "ID"),
+                             rows, cut=1))
+
+
 def event_line(event: dict[str, Any]) -> None:
     """One job event as a plain line (``tidalq watch`` into a pipe or a file)."""
     when = time.strftime("%H:%M:%S", time.localtime((event.get("at") or 0) / 1000))

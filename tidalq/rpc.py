@@ -27,6 +27,7 @@ from tidalq.errors import (
 )
 from tidalq.login import LoginDesk
 from tidalq.models import (
+    SEARCH_KINDS,
     Follow,
     Job,
     JobSpec,
@@ -49,6 +50,7 @@ from tidalq.worker import WorkerPool
 Handler = Callable[["Context", dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_WAIT_S = 24 * 3600.0
 MAX_UNWAITED = 10_000
+MAX_QUERY = 200
 MAX_ELSEWHERE = 200  # running jobs of other daemons that status lists
 
 
@@ -393,6 +395,27 @@ def _desk(ctx: Context) -> LoginDesk:
     return ctx.login
 
 
+async def search(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Search the catalogue: ``{query, kind?: track|album|artist|playlist, limit?}``."""
+    _known(params, {"query", "kind", "limit"})
+    query = params.get("query")
+    if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY:
+        raise InvalidInput(f"query must be words to look for (at most {MAX_QUERY} "
+                           "characters)", "query")
+    kind = params.get("kind", "album")
+    if kind not in SEARCH_KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(SEARCH_KINDS)}", "kind")
+    limit = params.get("limit", 20)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise InvalidInput("limit must be a whole number from 1 to 100", "limit")
+    pipeline = ctx.pool.pipeline
+    if pipeline is None:
+        raise InvalidInput(ctx.pool.problem() or "this daemon downloads nothing, so it "
+                           "searches nothing (workers are off)", "kind")
+    hits = await pipeline.upstream.search(kind, query.strip(), limit)
+    return {"kind": kind, "query": query.strip(), "results": [h.to_json() for h in hits]}
+
+
 async def account_login(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Start a device login (or return the pending one): ``{link, code, expiresInS}``."""
     _known(params, set())
@@ -433,6 +456,7 @@ async def follow_remove(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 METHOD_TABLE: dict[str, Handler] = {
+    "catalog.search": search,
     "account.login": account_login,
     "account.wait": account_wait,
     "account.logout": account_logout,

@@ -180,6 +180,28 @@ class Catalog:
                       artists=[owner])], artist=owner, kind=kind))
         artist.listings[listing].insert(0, album_id)
 
+    # -- search ------------------------------------------------------------------------------
+    def search(self, kind: str, query: str) -> list[dict[str, Any]]:
+        """What TIDAL would find for ``query`` (words in a title or a name), as JSON."""
+        words = query.lower().split()
+
+        def found(*texts: object) -> bool:
+            text = " ".join(str(t) for t in texts).lower()
+            return bool(words) and all(w in text for w in words)
+
+        if kind == "track":
+            return [self.track_json(t) for t in self.tracks.values()
+                    if found(t.title, t.artists[0]["name"])]
+        if kind == "album":
+            return [self.album_json(a) for a in self.albums.values()
+                    if found(a.title, a.artist["name"])]
+        if kind == "artist":
+            return [{"id": a.id, "name": a.name, "picture": None, "type": "ARTIST"}
+                    for a in self.artists.values() if found(a.name)]
+        return [{"uuid": p.uuid, "title": p.title, "numberOfTracks": len(p.items),
+                 "squareImage": None, "type": "USER"}
+                for p in self.playlists.values() if found(p.title)]
+
     # -- JSON shapes ------------------------------------------------------------------------
     def album_json(self, album: FakeAlbum) -> dict[str, Any]:
         return {
@@ -188,6 +210,9 @@ class Catalog:
             "numberOfVolumes": album.volumes, "numberOfVideos": album.videos,
             "upc": f"00{album.id:010d}", "copyright": "(P) 2024 Fake Records",
             "artist": album.artist, "artists": [album.artist], "type": album.kind,
+            "audioQuality": "LOSSLESS", "explicit": album.id % 2 == 1,
+            "mediaMetadata": {"tags": ["LOSSLESS", "HIRES_LOSSLESS"]
+                              if any(t.hires for t in album.tracks) else ["LOSSLESS"]},
         }
 
     def track_json(self, track: FakeTrack, duration_s: float | None = None) -> dict[str, Any]:

@@ -54,7 +54,7 @@ class FakeUpstream:
                               ("/album/", self.album), ("/lyrics/", self.lyrics)):
             r.add_get(path, self._api(handler))
         for path, named in (("/playlist/", self.playlist), ("/mix/", self.mix),
-                            ("/artist/", self.artist)):
+                            ("/artist/", self.artist), ("/search/", self.search)):
             r.add_get(path, self._api(named, parse_id=False))
         self.media.add_to(r)
         r.add_post("/_fake/faults", self.set_faults)
@@ -266,6 +266,23 @@ class FakeUpstream:
         own = [*listings.get("ALBUMS", []), *listings.get("EPSANDSINGLES", [])][:100]
         return web.json_response({"version": "2.4", "albums": {"items": [
             self.catalog.album_json(self.catalog.albums[i]) for i in own]}, "tracks": []})
+
+    async def search(self, request: web.Request) -> web.Response:
+        """``s`` answers TIDAL's track search page; ``al``, ``a``, ``p`` its top hits, one
+        page per type (``a`` finds artists and tracks)."""
+        given = [k for k in ("s", "al", "a", "p", "v") if k in request.query]
+        if len(given) != 1:
+            return web.json_response({"detail": "give exactly one of s, al, a, p, v"},
+                                     status=400)
+        key, query = given[0], request.query[given[0]]
+        if key == "s":
+            items = self.catalog.search("track", query)[:25]
+            return self._wrap({"limit": 25, "offset": 0, "totalNumberOfItems": len(items),
+                               "items": items})
+        kinds = {"al": ["album"], "a": ["artist", "track"], "p": ["playlist"], "v": []}[key]
+        return self._wrap({f"{k}s": {"limit": 25, "offset": 0,
+                                     "items": self.catalog.search(k, query)[:25]}
+                           for k in kinds})
 
     async def lyrics(self, request: web.Request, track_id: int) -> web.Response:
         track = self.catalog.tracks.get(track_id)

@@ -112,7 +112,7 @@ class FakeTidal:
                 ("playlists/{id}", self.playlist), ("playlists/{id}/items", self.playlist_items),
                 ("mixes/{id}/items", self.mix_items), ("pages/mix", self.mix_page),
                 ("artists/{id}", self.artist), ("artists/{id}/albums", self.artist_albums),
-                ("users/{uid}/favorites/{kind}", self.favorites)):
+                ("users/{uid}/favorites/{kind}", self.favorites), ("search", self.search)):
             r.add_get(f"/v1/{path}", self._authorized(handler))
         return app
 
@@ -333,6 +333,17 @@ class FakeTidal:
             return _api_error(404, 2001, "Artist not found")
         ids = artist.listings.get(request.query.get("filter", "ALBUMS"), [])
         return _paged(request, [self.catalog.album_json(self.catalog.albums[i]) for i in ids])
+
+    async def search(self, request: web.Request) -> web.Response:
+        """``/v1/search?query=&types=ALBUMS,TRACKS&limit=``: a page per type asked."""
+        query = request.query.get("query", "")
+        types = [t.strip().lower() for t in request.query.get("types", "").split(",") if t]
+        limit = int(request.query.get("limit", "10") or 10)
+        if not query or not types or limit > PAGE_LIMIT:
+            return _api_error(400, 1002, "query, types and a limit up to 100 are needed")
+        return web.json_response({
+            t: {"limit": limit, "offset": 0, "items": self.catalog.search(t[:-1], query)[:limit]}
+            for t in types if t in ("tracks", "albums", "artists", "playlists")})
 
     async def favorites(self, request: web.Request) -> web.Response:
         if request.match_info["uid"] != str(USER_ID):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tidalq.errors import UpstreamNotFound
-from tidalq.models import AlbumMeta, Collection, Discography, TrackMeta
+from tidalq.models import AlbumMeta, Collection, Discography, SearchHit, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream.base import Lyrics
 from tidalq.upstream.manifest import DirectStream, Served
@@ -69,6 +69,12 @@ class MemoryUpstream:
 
     def problem(self) -> str | None:
         return None
+
+    async def search(self, kind: str, query: str, limit: int) -> list[SearchHit]:
+        self.calls.append(f"search {kind} {query}")
+        return [SearchHit("album", a.id, a.title, a.artist, tracks=len(a.tracks))
+                for a in self.albums.values()
+                if kind == "album" and query.lower() in a.title.lower()][:limit]
 
     async def favorites(self, kind: str) -> list[int | str]:
         self.calls.append(f"favorites {kind}")

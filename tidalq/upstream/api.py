@@ -26,7 +26,7 @@ from tidalq.errors import (
     UpstreamUnavailable,
 )
 from tidalq.jsontext import loads_repaired
-from tidalq.models import AlbumMeta, Collection, Discography, Release, TrackMeta
+from tidalq.models import AlbumMeta, Collection, Discography, Release, SearchHit, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream import listings as ls
 from tidalq.upstream import manifest as mf
@@ -45,6 +45,7 @@ MAX_BODY_BYTES = 8 << 20
 WHAT_IS_MISSING = {"info": "track", "track": "track", "trackManifests": "track",
                    "album": "album", "lyrics": "lyrics of track", "mix": "mix",
                    "playlist": "playlist (or it is private)", "artist": "artist"}
+SEARCH_PARAMS = {"track": "s", "album": "al", "artist": "a", "playlist": "p"}
 COLLECTION_PAGE = 100  # what we ask for; servers may answer fewer per page
 MAX_PAGES = 1000
 
@@ -91,6 +92,12 @@ class UpstreamClient:
 
     def problem(self) -> str | None:
         return None if self.api_urls else "no upstream configured: set api_urls"
+
+    async def search(self, kind: str, query: str, limit: int) -> list[SearchHit]:
+        """``/search/`` with the kind's parameter (``s``, ``al``, ``a``, ``p``)."""
+        payload = await self.get_json("search", {SEARCH_PARAMS[kind]: query})
+        hits = (shapes.search_hit(raw, kind) for raw in shapes.search_items(payload, kind))
+        return [h for h in hits if h is not None][:limit]
 
     async def favorites(self, kind: str) -> list[int | str]:
         raise LoginRequired("favourites come from your own TIDAL account: run tidalq login "

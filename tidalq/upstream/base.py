@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tidalq.errors import DownloadError
-from tidalq.models import AlbumMeta, Collection, Discography, TrackMeta
+from tidalq.models import AlbumMeta, Collection, Discography, SearchHit, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream.manifest import Served
 
@@ -67,6 +67,9 @@ class Upstream(Protocol):
     def problem(self) -> str | None:
         """Why this catalogue cannot serve now (``not logged in``), or None; while there is
         one, the daemon claims no job."""
+
+    async def search(self, kind: str, query: str, limit: int) -> list[SearchHit]:
+        """Up to ``limit`` results of one kind (``SEARCH_KINDS``) for ``query``."""
 
     async def favorites(self, kind: str) -> list[int | str]:
         """The ids (uuids of playlists) of the account's favourite ``tracks``, ``albums``,

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from tidalq.errors import DownloadError
-from tidalq.models import AlbumMeta, Collection, Discography, TrackMeta
+from tidalq.models import AlbumMeta, Collection, Discography, SearchHit, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream.account import LoginRequired
 from tidalq.upstream.base import Lyrics, Upstream
@@ -67,6 +67,9 @@ class InOrder:
             return await self._first(lambda u: u.lyrics(track_id))
         except DownloadError:
             return None
+
+    async def search(self, kind: str, query: str, limit: int) -> list[SearchHit]:
+        return await self._first(lambda u: u.search(kind, query, limit))
 
     async def favorites(self, kind: str) -> list[int | str]:
         return await self._first(lambda u: u.favorites(kind))

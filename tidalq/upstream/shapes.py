@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from tidalq.errors import UpstreamUnavailable
-from tidalq.models import AlbumMeta, Artist, TrackMeta
+from tidalq.models import AlbumMeta, Artist, SearchHit, TrackMeta
 from tidalq.upstream.base import Lyrics
 
 
@@ -108,3 +108,46 @@ def parse_album(raw: dict[str, Any], tracks: list[TrackMeta]) -> AlbumMeta:
         number_of_volumes=int(raw.get("numberOfVolumes") or 1), upc=_text(raw.get("upc")),
         copyright=_text(raw.get("copyright")), tracks=tuple(tracks))
 
+
+
+# what each search kind is called in TIDAL's answers
+SEARCH_SECTIONS = {"track": "tracks", "album": "albums", "artist": "artists",
+                   "playlist": "playlists"}
+
+
+def search_items(payload: Any, kind: str) -> list[dict[str, Any]]:
+    """The items of one kind from a search answer: a bare page (``{items}``) or one page
+    per type (``{albums: {items}, …}``), also inside hifi-api's ``data``."""
+    if isinstance(payload, dict) and isinstance(payload.get("data"), dict):
+        payload = payload["data"]
+    if not isinstance(payload, dict):
+        raise UpstreamUnavailable("search answer has an unknown shape")
+    section = payload.get(SEARCH_SECTIONS[kind], payload)
+    items = section.get("items") if isinstance(section, dict) else None
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _best_quality(raw: dict[str, Any]) -> str | None:
+    tags = (raw.get("mediaMetadata") or {}).get("tags") if isinstance(
+        raw.get("mediaMetadata"), dict) else None
+    if isinstance(tags, list) and "HIRES_LOSSLESS" in tags:
+        return "HI_RES_LOSSLESS"
+    return _text(raw.get("audioQuality"))
+
+
+def search_hit(raw: dict[str, Any], kind: str) -> SearchHit | None:
+    """One result as the table shows it; None for an item without an id or a name."""
+    ref = raw.get("uuid") if kind == "playlist" else raw.get("id")
+    title = raw.get("name") if kind == "artist" else raw.get("title")
+    if not isinstance(ref, int | str) or isinstance(ref, bool) or not title:
+        return None
+    artists = _artists(raw)
+    album = raw.get("album") if isinstance(raw.get("album"), dict) else {}
+    date = _text(raw.get("releaseDate")) or _text((album or {}).get("releaseDate"))
+    count = raw.get("numberOfTracks")
+    return SearchHit(
+        kind, ref, str(title), artist=artists[0].name if artists else None,
+        year=date[:4] if date else None, tracks=count if isinstance(count, int) else None,
+        quality=_best_quality(raw), explicit=bool(raw.get("explicit")),
+        cover=_text(raw.get("cover")) or _text((album or {}).get("cover"))
+        or _text(raw.get("picture")) or _text(raw.get("squareImage")))

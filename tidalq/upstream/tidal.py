@@ -25,7 +25,7 @@ from tidalq.errors import (
     UpstreamUnavailable,
 )
 from tidalq.jsontext import loads_repaired
-from tidalq.models import AlbumMeta, Collection, Discography, Release, TrackMeta
+from tidalq.models import AlbumMeta, Collection, Discography, Release, SearchHit, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream import listings as ls
 from tidalq.upstream import manifest as mf
@@ -206,6 +206,12 @@ class TidalClient:
 
     def cover_url(self, cover: str, size: int = 1280) -> str:
         return cover_image_url(self.cover_base, cover, size)
+
+    async def search(self, kind: str, query: str, limit: int) -> list[SearchHit]:
+        payload = await self.get_json("search", {
+            "query": query, "types": shapes.SEARCH_SECTIONS[kind].upper(), "limit": limit})
+        hits = (shapes.search_hit(raw, kind) for raw in shapes.search_items(payload, kind))
+        return [h for h in hits if h is not None][:limit]
 
     # -- the account's own ----------------------------------------------------------------------
     async def favorites(self, kind: str) -> list[int | str]:
