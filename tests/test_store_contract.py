@@ -463,3 +463,25 @@ async def test_shared_locks_fence_and_expire(redis_server: RedisServer,
     finally:
         await store.close()
         await other.close()
+
+
+async def test_a_waiting_job_moves_to_its_new_priority(store: JobStore) -> None:
+    a, _ = await store.submit(track(1))
+    b, _ = await store.submit(track(2))
+    c, _ = await store.submit(track(3))
+    d, _ = await store.submit(track(4))
+    await store.pause(d.id)
+    assert (await store.set_priority(c.id, Priority.HIGH)).priority is Priority.HIGH
+    await store.set_priority(a.id, Priority.LOW)
+    await store.set_priority(d.id, Priority.HIGH)
+    await store.resume(d.id)
+    order = []
+    for _ in range(4):
+        claim = await store.claim("w", 30)
+        assert claim is not None
+        order.append(claim.job.id)
+    assert order == [c.id, d.id, b.id, a.id]
+    with pytest.raises(IllegalTransition):
+        await store.set_priority(a.id, Priority.HIGH)
+    kinds = [e.kind for e in await store.events_after("0", 100) if e.job_id == c.id]
+    assert "priority_changed" in kinds

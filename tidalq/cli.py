@@ -426,6 +426,17 @@ def resume(app: App, jobs: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("job", shell_complete=complete_job_ids)
+@click.argument("level", metavar="high|normal|low", type=PRIORITIES)
+@pass_app
+@handles_errors
+def priority(app: App, job: str, level: str) -> None:
+    """Move a waiting (queued or paused) job to the front (high), the middle or the back."""
+    moved = app.client().call("queue.priority", {"id": job, "priority": level.lower()})["job"]
+    render.message(f"{moved['id']} priority {moved['priority']}")
+
+
+@main.command()
 @click.argument("jobs", nargs=-1, required=True, shell_complete=complete_job_ids)
 @pass_app
 @handles_errors

@@ -32,6 +32,7 @@ from tidalq.rpc import (
     follow_list,
     follow_remove,
     search,
+    set_priority,
     stats,
     submit,
 )
@@ -199,9 +200,12 @@ class HttpApi:
                 if job["status"] == JobStatus.COMPLETED.value else None
             return _done(job_id, f"MusicBrainz release set: {retagged}" if retagged
                          else "MusicBrainz release set")
+        if action == "set_priority":
+            await set_priority(self.ctx, {"id": job_id, "priority": body.get("priority")})
+            return _done(job_id, f"Priority set to {body.get('priority')}")
         if action not in JOB_ACTIONS:
             raise InvalidInput(f"action must be one of {', '.join(JOB_ACTIONS)}, "
-                               "set_musicbrainz_release", "action")
+                               "set_musicbrainz_release, set_priority", "action")
         said = await self._act(job_id, action)
         return _done(job_id, said or JOB_ACTIONS[action])
 

@@ -223,6 +223,18 @@ async def retry(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return await _each(lambda s, i: s.retry(i))(ctx, params)
 
 
+async def set_priority(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Move a waiting job: ``{"id", "priority": "high"|"normal"|"low"}``."""
+    _known(params, {"id", "priority"})
+    job_id = params.get("id")
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
+        raise InvalidInput("id must be a job id (string)", "id")
+    priority = parse_priority(params.get("priority"))
+    job = await ctx.store.set_priority(await ctx.store.resolve(job_id), priority)
+    ctx.pool.wake()
+    return {"job": job.to_json()}
+
+
 async def annotate(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Set client fields on a job (``set_musicbrainz_release``). A completed job's files
     are re-tagged with the release at once, and its ``musicBrainzMatch`` says how it went;
@@ -472,6 +484,7 @@ METHOD_TABLE: dict[str, Handler] = {
     "queue.remove": _each(_remove, _forget),
     "queue.pause": _pause_or_resume(True),
     "queue.annotate": annotate,
+    "queue.priority": set_priority,
     "queue.resume": _pause_or_resume(False),
     "queue.stats": stats,
     "queue.wait": wait,

@@ -130,6 +130,12 @@ class JobStore(abc.ABC):
     async def resume(self, job_id: str) -> Job: ...
 
     @abc.abstractmethod
+    async def set_priority(self, job_id: str, priority: Priority) -> Job:
+        """Move a queued or paused job to ``priority``'s place in the queue (among its
+        jobs, in the order they were submitted); IllegalTransition for a job that started
+        or ended."""
+
+    @abc.abstractmethod
     async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
         """Set client fields (``musicBrainzReleaseId``…) on a job, whatever its status;
         they join its ``job`` object."""

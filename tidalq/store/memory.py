@@ -79,7 +79,8 @@ class MemoryStore(JobStore):
         key = job.spec.dedupe_key
         if job.status is JobStatus.PROCESSING:
             self._active.add(job.id)
-        if job.status is JobStatus.QUEUED and old is not JobStatus.QUEUED:
+        moved = kind == "priority_changed" and job.next_retry_at is None
+        if job.status is JobStatus.QUEUED and (old is not JobStatus.QUEUED or moved):
             if job.next_retry_at is not None:
                 heapq.heappush(self._delayed, (job.next_retry_at, job.id))
             else:
@@ -157,10 +158,10 @@ class MemoryStore(JobStore):
         now = self._clock()
         self._promote_due(now)
         while self._queue:
-            _, seq, job_id = heapq.heappop(self._queue)
+            rank, seq, job_id = heapq.heappop(self._queue)
             job = self._jobs.get(job_id)
             if job is None or job.status is not JobStatus.QUEUED or job.seq != seq \
-                    or not rules.is_due(job, now):
+                    or job.priority.rank != rank or not rules.is_due(job, now):
                 continue
             return self._claim_job(job_id, now, lease_ms(lease_s), worker)
         return None
@@ -241,6 +242,10 @@ class MemoryStore(JobStore):
     async def pause(self, job_id: str) -> Job:
         now = self._clock()
         return self._apply(job_id, lambda j: rules.pause(j, now))
+
+    async def set_priority(self, job_id: str, priority: Priority) -> Job:
+        now = self._clock()
+        return self._apply(job_id, lambda j: rules.set_priority(j, priority, now))
 
     async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
         fields, now = check_annotation(fields), self._clock()

@@ -321,6 +321,10 @@ class RedisStore(JobStore):
     async def resume(self, job_id: str) -> Job:
         return await self._user(job_id, "resume")
 
+    async def set_priority(self, job_id: str, priority: Priority) -> Job:
+        return self._user_answer(await self._script("user", job_id, "priority",
+                                                    priority.value, priority.rank), job_id)
+
     async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
         patch = json.dumps(check_annotation(fields))
         return self._user_answer(await self._script("user", job_id, "annotate", patch), job_id)

@@ -282,6 +282,14 @@ elseif op == 'resume' then
   if status ~= 'paused' then return {'illegal', status} end
   enqueue(id)
   set_status(id, 'queued', 'resumed', now)
+elseif op == 'priority' then
+  if status ~= 'queued' and status ~= 'paused' then return {'illegal', status} end
+  redis.call('HSET', jk(id), 'priority', ARGV[3], 'prank', ARGV[4], 'updatedAt', now)
+  if redis.call('ZSCORE', P .. ':queue', id) then  -- due now: its place moves
+    redis.call('ZADD', P .. ':queue', tonumber(ARGV[4]) * 1e13 + tonumber(get(id, 'seq')), id)
+  end
+  emit(id, 'priority_changed', status, get(id, 'progress'), now)
+  return {'ok', full(id)}
 elseif op == 'annotate' then
   -- string fields only, so cjson's number formatting never touches an id
   local patch = cjson.decode(get(id, 'patch') or '{}')

@@ -176,6 +176,15 @@ def retry(job: Job, now: int) -> str:
     return "retried"
 
 
+def set_priority(job: Job, priority: Priority, now: int) -> str:
+    """A waiting job (queued or paused) moves within the queue; a started one cannot."""
+    if job.status not in (JobStatus.QUEUED, JobStatus.PAUSED):
+        raise _refuse(job, "reprioritise")
+    job.priority = priority
+    job.updated_at = now
+    return "priority_changed"
+
+
 def pause(job: Job, now: int) -> str:
     """A queued job pauses at once; a running one is asked to (its worker stops between
     tracks, keeps what it has, and releases it as ``paused``)."""

@@ -156,9 +156,9 @@ class SqliteBase(JobStore):
         else:
             conn.execute(
                 "UPDATE jobs SET status=?, due_at=?, lease_until=?, finished_at=?, doc=?,"
-                " worker=? WHERE id=?",
+                " worker=?, prio=? WHERE id=?",
                 (job.status.value, due, job.lease_until_ms, finished_at, doc, job.worker,
-                 job.id))
+                 job.priority.rank, job.id))
         if old is not job.status:
             self._count(conn, old, -1)
             self._count(conn, job.status, 1)

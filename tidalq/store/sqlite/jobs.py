@@ -251,6 +251,11 @@ class SqliteStore(SqliteFollows, SqliteEvents):
         now = now_ms()
         return await self._write(self._apply(job_id, lambda j: rules.resume(j, now)))
 
+    async def set_priority(self, job_id: str, priority: Priority) -> Job:
+        now = now_ms()
+        return await self._write(self._apply(job_id,
+                                             lambda j: rules.set_priority(j, priority, now)))
+
     async def annotate(self, job_id: str, fields: dict[str, str]) -> Job:
         fields, now = check_annotation(fields), now_ms()
         return await self._write(self._apply(job_id, lambda j: rules.annotate(j, fields, now)))
