@@ -169,3 +169,72 @@ async def test_the_page_follows_the_favourites(tmp_path: Path, fake: RunningFake
         assert [e for e in errors if "status of 400" not in e] == [], errors
     finally:
         await d.shutdown()
+
+
+async def test_the_page_finds_adds_and_shows_speed(
+        served: tuple[Daemon, str], page: tuple[Page, list[str]], fake: RunningFake) -> None:
+    """Search, add from a result, an artist's releases and follow, a running album with
+    its cover, bytes, speed and ETA, a waiting job moved to the top; 1280 and 390 px, light
+    and dark, no console error, no sideways scroll, images from the cover host only."""
+    daemon, url = served
+    browser, errors = page
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with aiohttp.ClientSession() as http, http.get(url + "/") as resp:
+        policy = resp.headers["Content-Security-Policy"]
+    assert policy.endswith(f"img-src 'self' {fake.url}") and "unsafe" not in policy
+    await browser.goto(url + "/")
+    await expect(browser.locator("#counts")).to_contain_text("queued")
+    # find an album by typing and Enter; the results are cards with covers
+    await browser.get_by_label("Search TIDAL").fill("first light")
+    await browser.get_by_label("Search TIDAL").press("Enter")
+    cards = browser.locator("#results li.card")
+    await expect(cards).to_have_count(2)
+    await expect(cards.first).to_contain_text("Test Artist · 2024 · 3 tracks · LOSSLESS")
+    loaded = await cards.first.locator("img.cover").evaluate("i => i.complete && i.naturalWidth")
+    assert loaded, "the cover came from the cover host"
+    # a slow album, added from its card with the quality chosen: speed and ETA while it runs
+    fake.faults.throttle_bps = 150_000
+    await browser.get_by_label("Search TIDAL").fill("double vision")
+    await browser.get_by_role("button", name="Search").click()
+    await expect(cards).to_have_count(1)
+    await browser.get_by_label("Quality to add").select_option("LOSSLESS")
+    await cards.first.get_by_role("button", name="Add Double Vision").click()
+    await expect(browser.locator("#search-message")).to_contain_text("added Double Vision")
+    running = browser.locator("#running li.job")
+    await expect(running).to_contain_text("/s", timeout=20_000)
+    await expect(running).to_contain_text("ETA", timeout=20_000)
+    await expect(running.locator("img.cover")).to_have_count(1)
+    await expect(browser.locator("#speed")).to_contain_text("/s")
+    await running.locator("summary").click()
+    await expect(running.locator("details ol")).to_contain_text("Side 1 Song 1")
+    await browser.screenshot(path=str(ARTIFACTS / "find-1280-light.png"), full_page=True)
+    # a waiting job moves to the top
+    await rpc(daemon.settings.socket, "queue.pause")
+    job = (await rpc(daemon.settings.socket, "queue.submit",
+                     {"job": {"type": "album", "albumId": 110}}))["result"]["jobIds"][0]
+    waiting = browser.locator(f'#waiting li[data-job="{job}"]')
+    await waiting.get_by_role("button", name="To top").click()
+    await expect(waiting).to_contain_text("high priority")
+    await rpc(daemon.settings.socket, "queue.resume")
+    # an artist opens its releases; follow it
+    await browser.get_by_label("Kind").select_option("artist")
+    await browser.get_by_label("Search TIDAL").fill("paging")
+    await browser.get_by_label("Search TIDAL").press("Enter")
+    await expect(cards).to_have_count(1)
+    await cards.first.get_by_role("button", name="Releases of Paging Artist").click()
+    await expect(cards.first.locator("ul.releases li")).to_have_count(12)
+    await cards.first.get_by_role("button", name="Follow Paging Artist").click()
+    await expect(browser.locator("#follows")).to_contain_text("artist")
+    fake.faults.throttle_bps = None
+    done = browser.locator('#history li[data-status="completed"]')
+    await expect(done.filter(has_text="Double Vision")).to_contain_text("MB", timeout=30_000)
+    await browser.emulate_media(color_scheme="dark")
+    await browser.screenshot(path=str(ARTIFACTS / "find-1280-dark.png"), full_page=True)
+    for scheme in ("light", "dark"):
+        await browser.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+        await browser.set_viewport_size({"width": 390, "height": 844})
+        width = await browser.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (scheme, width)
+        await browser.screenshot(path=str(ARTIFACTS / f"find-390-{scheme}.png"),
+                                 full_page=True)
+    assert errors == [], errors

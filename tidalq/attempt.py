@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeVar
@@ -20,6 +21,7 @@ from tidalq.terms import Quality
 T = TypeVar("T")
 Lazy: TypeAlias = T | Callable[[], T]  # a value, or what computes it when it is needed
 LOCAL_LEASE_FRACTION = 0.8  # stop this long into a lease that could not be renewed
+SPEED_WINDOW_S = 5.0  # a job's speed is its bytes over this many seconds
 CONFIRM_WAIT_S = 5.0  # how long a late attempt waits for its renewal before publishing
 
 
@@ -40,6 +42,9 @@ class Attempt(Protocol):
     def learned(self, titles: dict[str, str]) -> None:
         """The job's artist, album and track titles, once the upstream told them."""
 
+    def fetched(self, track_id: int, done: int, total: int | None) -> None:
+        """Bytes of a track received so far, and its size when the CDN said it."""
+
     def pausing(self) -> bool:
         """The user paused the job while it ran: an album starts no more tracks."""
 
@@ -57,6 +62,9 @@ class Unleased:
         return None
 
     def learned(self, titles: dict[str, str]) -> None:
+        return None
+
+    def fetched(self, track_id: int, done: int, total: int | None) -> None:
         return None
 
     def pausing(self) -> bool:
@@ -103,6 +111,9 @@ class ActiveJob:
     known_titles: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     ask_renewal: Callable[[], None] = lambda: None  # wakes the heartbeat (set by the pool)
+    bytes_by_track: dict[int, tuple[int, int | None]] = field(default_factory=dict)
+    bytes_done: int = 0  # received by this attempt (a fetch that starts again counts again)
+    byte_samples: deque[tuple[float, int]] = field(default_factory=deque)
     renewed: asyncio.Event = field(default_factory=asyncio.Event)  # set on each renewal
 
     @property
@@ -131,6 +142,35 @@ class ActiveJob:
     def pausing(self) -> bool:
         return self.pause_requested
 
+    def fetched(self, track_id: int, done: int, total: int | None) -> None:
+        """Called for every chunk: constant work, a speed sample at most every 0.25 s."""
+        before, _ = self.bytes_by_track.get(track_id, (0, None))
+        self.bytes_by_track[track_id] = (done, total)
+        self.bytes_done += done - before
+        now = time.monotonic()
+        if not self.byte_samples or now - self.byte_samples[-1][0] >= 0.25:
+            self.byte_samples.append((now, self.bytes_done))
+            while now - self.byte_samples[0][0] > SPEED_WINDOW_S:
+                self.byte_samples.popleft()
+
+    def bytes_total(self) -> int | None:
+        """The job's size when every one of its tracks' sizes is known (a track job once
+        its download started; an album once its last track started)."""
+        sizes = [total for _, total in self.bytes_by_track.values()]
+        wanted = len(self.tracks or []) if self.claim.job.spec.type != "track" else 1
+        if not sizes or None in sizes or len(sizes) < wanted:
+            return None
+        return sum(s for s in sizes if s is not None)
+
+    def speed_bps(self) -> float:
+        """Bytes a second over the last few seconds (0 when nothing came lately)."""
+        now = time.monotonic()
+        recent = [x for x in self.byte_samples if now - x[0] <= SPEED_WINDOW_S]
+        if not recent or now - recent[-1][0] > 1.0:
+            return 0.0
+        span = max(1.0, now - recent[0][0])  # as the daemon's own meter: not a burst's rate
+        return (self.bytes_done - recent[0][1]) / span
+
     def learned(self, titles: dict[str, str]) -> None:
         self.titles = {k: v for k, v in titles.items() if v}
         self.known_titles.update(self.titles)
@@ -145,7 +185,9 @@ class ActiveJob:
                 "progress": round(self.progress, 4), "etaS": self.eta_s(),
                 "trackCount": (len(tracks) or None) if spec.type == "album" else None,
                 "completedTracks": sum(1 for t in tracks if t.get("status") == "completed")
-                if spec.type == "album" else None}
+                if spec.type == "album" else None,
+                "bytesDone": self.bytes_done, "bytesTotal": self.bytes_total(),
+                "speedBps": round(self.speed_bps())}
 
     @property
     def key(self) -> str:

@@ -31,7 +31,6 @@ from tidalq.rpc import (
     follow_add,
     follow_list,
     follow_remove,
-    search,
     set_priority,
     stats,
     submit,
@@ -64,7 +63,6 @@ class HttpApi:
         r.add_get(BASE + "/{job_id}", self.get_job)
         r.add_patch(BASE + "/{job_id}", self.patch_job)
         r.add_delete(BASE + "/{job_id}", self.delete_job)
-        r.add_get("/api/search", self.search)
         r.add_get("/api/follows", self.list_follows)
         r.add_post("/api/follows", self.add_follow)
         r.add_delete("/api/follows/{follow_id}", self.remove_follow)
@@ -166,11 +164,16 @@ class HttpApi:
         waiting = [*await store.list_jobs(JobStatus.QUEUED, DASHBOARD_QUEUED),
                    *await store.list_jobs(JobStatus.PAUSED, DASHBOARD_QUEUED)]
         recent = await self._recent_finished()
-        jobs = [web_job(j) for j in running] + \
+        live = {a["id"]: a for a in answer["active"]}
+        jobs = [{**web_job(j), **live_figures(live.get(j.id))} for j in running] + \
             [web_job(j, with_tracks=False) for j in (*waiting, *recent)]
+        figures = metrics(counts, recent)
         return web.json_response({
             "success": True, "jobs": jobs, "queue": queue_counts(counts),
-            "metrics": metrics(counts, recent), "worker": answer["worker"],
+            "metrics": figures, "worker": answer["worker"],
+            "coverBase": self.ctx.settings.cover_url,
+            "queueEtaS": queue_eta_s(list(live.values()), counts, figures,
+                                     self.ctx.settings.max_concurrent),
             **self._sources(), "generatedAt": _iso_now()})
 
     async def _resolve(self, request: web.Request) -> str:
@@ -230,13 +233,6 @@ class HttpApi:
         return _done(job_id, "Job deleted")
 
 
-    async def search(self, request: web.Request) -> web.Response:
-        """``GET /api/search?q=&type=album&limit=20``: the catalogue's results."""
-        q = request.query
-        params: dict[str, Any] = {"query": q.get("q", ""), "kind": q.get("type", "album"),
-                                  "limit": _query_int(q.get("limit"), "limit", 20, 1, 100)}
-        return web.json_response({"success": True, **await search(self.ctx, params)})
-
     # -- follows --------------------------------------------------------------------------
     async def list_follows(self, request: web.Request) -> web.Response:
         return web.json_response({"success": True, **await follow_list(self.ctx, {})})
@@ -256,6 +252,28 @@ JOB_ACTIONS = {"cancel": "Cancellation requested", "pause": "Pause requested",
                "resume": "Resume requested", "retry": "Retry requested"}
 RECENT_FINISHED = 100
 DASHBOARD_QUEUED = 100
+
+
+def live_figures(active: dict[str, Any] | None) -> dict[str, Any]:
+    """What a running job's daemon knows beyond the store: bytes, speed, ETA."""
+    if active is None:
+        return {}
+    return {k: active[k] for k in ("bytesDone", "bytesTotal", "speedBps", "etaS")
+            if active.get(k) is not None}
+
+
+def queue_eta_s(active: list[dict[str, Any]], counts: dict[str, int],
+                figures: dict[str, Any], slots: int) -> float | None:
+    """When the queue will be empty, roughly: the longest running ETA, then the queued
+    jobs at the recent average job duration over the download slots. None when unknown."""
+    running = [a["etaS"] for a in active if a.get("etaS") is not None]
+    queued = int(counts.get("queued", 0))
+    average_s = float(figures.get("avg_job_duration_ms") or 0) / 1000
+    if not running and not queued:
+        return 0.0 if not counts.get("processing") else None
+    if queued and not average_s:
+        return None
+    return round(max(running, default=0.0) + queued * average_s / max(1, slots), 1)
 
 
 def _done(job_id: str, message: str) -> web.Response:

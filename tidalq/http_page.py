@@ -1,6 +1,8 @@
-"""The page at ``/`` and what it talks to: its static files, ``POST /api/add`` (any TIDAL
-link and a quality), and ``GET /api/events``, Server-Sent Events of the job events (the
-ones `tidalq watch` reads), resumable with ``Last-Event-ID``.
+"""The page at ``/`` and what it talks to: its static files (a strict CSP: images from the
+configured cover host only), ``POST /api/add`` (any TIDAL link and a quality),
+``GET /api/search`` and ``GET /api/artist/{id}/releases`` (finding), and ``GET
+/api/events``, Server-Sent Events of the job events (the ones `tidalq watch` reads),
+resumable with ``Last-Event-ID``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import asyncio
 import json
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -16,7 +19,7 @@ from tidalq import links
 from tidalq.errors import InvalidInput, StoreUnavailable
 from tidalq.http_guard import json_body
 from tidalq.models import ID_FIELDS
-from tidalq.rpc import Context, submit
+from tidalq.rpc import Context, releases, search, submit
 
 SSE_KEEPALIVE_S = 15.0
 WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript",
@@ -27,14 +30,21 @@ async def _no_icon(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _asset(name: str) -> web.Response:
+def _asset(name: str, cover_origin: str) -> web.Response:
     if name not in WEB_FILES:
         raise web.HTTPNotFound(reason="no such file")
     body = resources.files("tidalq.web").joinpath(name).read_bytes()
+    # images from the configured cover host only; nothing else leaves 'self'
+    policy = (f"default-src 'self'; style-src 'self'; script-src 'self'; "
+              f"img-src 'self' {cover_origin}")
     return web.Response(body=body, content_type=WEB_FILES[name], charset="utf-8",
                         headers={"Cache-Control": "no-cache",
-                                 "Content-Security-Policy":
-                                     "default-src 'self'; style-src 'self'; script-src 'self'"})
+                                 "Content-Security-Policy": policy})
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class PageRoutes:
@@ -50,12 +60,28 @@ class PageRoutes:
         router.add_get("/favicon.ico", _no_icon)
         router.add_get("/api/events", self.events)
         router.add_post("/api/add", self.add_link)
+        router.add_get("/api/search", self.search)
+        router.add_get("/api/artist/{artist_id}/releases", self.releases)
 
     async def page(self, request: web.Request) -> web.Response:
-        return _asset("index.html")
+        return _asset("index.html", origin_of(self.ctx.settings.cover_url))
 
     async def static(self, request: web.Request) -> web.Response:
-        return _asset(request.match_info["name"])
+        return _asset(request.match_info["name"], origin_of(self.ctx.settings.cover_url))
+
+    async def search(self, request: web.Request) -> web.Response:
+        """``GET /api/search?q=&type=album&limit=20``: the catalogue's results."""
+        q = request.query
+        limit = q.get("limit", "20")
+        params: dict[str, Any] = {"query": q.get("q", ""), "kind": q.get("type", "album"),
+                                  "limit": int(limit) if limit.isascii() and limit.isdigit()
+                                  and len(limit) < 6 else -1}
+        return web.json_response({"success": True, **await search(self.ctx, params)})
+
+    async def releases(self, request: web.Request) -> web.Response:
+        """``GET /api/artist/{id}/releases``: what an artist result opens on the page."""
+        answer = await releases(self.ctx, {"id": request.match_info["artist_id"]})
+        return web.json_response({"success": True, **answer})
 
     async def add_link(self, request: web.Request) -> web.Response:
         """What the page's field sends: any TIDAL link, and a quality."""

@@ -116,6 +116,9 @@ def album_fraction(album: AlbumMeta, entries: dict[int, dict[str, Any]]) -> floa
     return sum(weights[i] * float(e["progress"]) for i, e in entries.items()) / total
 
 
+THUMBNAIL_PX = 320  # a size TIDAL's image host serves
+
+
 class Pipeline:
     """Runs track and album jobs; shares the daemon's download slots."""
 
@@ -139,7 +142,7 @@ class Pipeline:
         meta = await self.upstream.track_in_album(job.spec.number)
         attempt = attempt or Unleased(job.id)
         attempt.learned({"artistName": meta.album_artist, "albumTitle": meta.album_title,
-                         "trackTitle": meta.full_title})
+                         "trackTitle": meta.full_title, **self._cover_of(meta.album_cover)})
 
         def on_progress(fraction: float) -> None:
             report(fraction, None, False)
@@ -150,12 +153,17 @@ class Pipeline:
                                    edition, job.spec.force, mb)
             return await self.track(request, on_progress)
 
+    def _cover_of(self, cover: str | None) -> dict[str, str]:
+        """The job's cover thumbnail for the page and web clients (``coverUrl``)."""
+        return {"coverUrl": self.upstream.cover_url(cover, THUMBNAIL_PX)} if cover else {}
+
     async def run_album_job(self, job: Job, report: Report,
                             attempt: Attempt | None = None) -> list[dict[str, Any]]:
         """Download the album's missing tracks; raises AlbumFailed if any track failed."""
         album = await self.upstream.album(job.spec.number)
         attempt = attempt or Unleased(job.id)
-        attempt.learned({"artistName": album.artist, "albumTitle": album.title})
+        attempt.learned({"artistName": album.artist, "albumTitle": album.title,
+                         **self._cover_of(album.cover)})
         entries = album_entries(album, job.track_progress)
         self._tell(report, album, entries, True)
         todo = [t for t in album.tracks if entries[t.id]["status"] != "completed"]
@@ -367,6 +375,7 @@ class Pipeline:
                            on_progress: Progress) -> Served:
         """Fetch the stream; a CDN 403 (expired signature) asks the API again."""
         def progress(done: int, total: int | None) -> None:
+            req.attempt.fetched(req.meta.id, done, total)
             if total:
                 on_progress(min(0.99, done / total))
 

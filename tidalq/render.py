@@ -234,14 +234,27 @@ def _active_line(job: dict[str, Any]) -> Table:
     eta_text = f" ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
     tracks = f" {job['completedTracks']}/{job['trackCount']}" if job.get("trackCount") else ""
     where = f" on {job['daemon']}" if job.get("daemon") else ""
+    size = ""
+    if job.get("bytesDone"):
+        total = f" of {_size(job['bytesTotal'])}" if job.get("bytesTotal") else ""
+        speed = f" at {_rate(job['speedBps'])}" if job.get("speedBps") else ""
+        size = f" {_size(job['bytesDone'])}{total}{speed}"
     line = Table.grid(padding=(0, 1), expand=True)
     line.add_column(width=27, no_wrap=True)
     line.add_column(width=12, no_wrap=True)
     line.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
     line.add_column(no_wrap=True)
     line.add_row(job["id"], ProgressBar(total=1.0, completed=job["progress"], width=12),
-                 _title(job), f"{_percent(job['progress'])}{tracks}{eta_text}{where}")
+                 _title(job), f"{_percent(job['progress'])}{tracks}{size}{eta_text}{where}")
     return line
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 def _rate(bytes_per_s: float) -> str:

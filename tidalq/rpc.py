@@ -27,6 +27,7 @@ from tidalq.errors import (
 )
 from tidalq.login import LoginDesk
 from tidalq.models import (
+    RELEASE_KINDS,
     SEARCH_KINDS,
     Follow,
     Job,
@@ -35,6 +36,7 @@ from tidalq.models import (
     parse_max_attempts,
     parse_priority,
     parse_status,
+    parse_tidal_id,
 )
 from tidalq.protocol import (
     MAX_IDS_PER_CALL,
@@ -424,8 +426,24 @@ async def search(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     if pipeline is None:
         raise InvalidInput(ctx.pool.problem() or "this daemon downloads nothing, so it "
                            "searches nothing (workers are off)", "kind")
-    hits = await pipeline.upstream.search(kind, query.strip(), limit)
-    return {"kind": kind, "query": query.strip(), "results": [h.to_json() for h in hits]}
+    upstream = pipeline.upstream
+    hits = await upstream.search(kind, query.strip(), limit)
+    return {"kind": kind, "query": query.strip(), "results": [
+        {**h.to_json(), "coverUrl": upstream.cover_url(h.cover, 160) if h.cover else None}
+        for h in hits]}
+
+
+async def releases(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """An artist's releases of every kind: ``{"id": artistId}`` (the page's artist card)."""
+    _known(params, {"id"})
+    artist_id = parse_tidal_id(params.get("id"), "id")
+    pipeline = ctx.pool.pipeline
+    if pipeline is None:
+        raise InvalidInput(ctx.pool.problem() or "workers are off", "id")
+    found = await pipeline.upstream.discography(artist_id, RELEASE_KINDS)
+    return {"artist": found.artist, "complete": found.complete,
+            "releases": [{"id": r.album_id, "title": r.title, "kind": r.kind}
+                         for r in found.releases]}
 
 
 async def account_login(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -469,6 +487,7 @@ async def follow_remove(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 METHOD_TABLE: dict[str, Handler] = {
     "catalog.search": search,
+    "catalog.releases": releases,
     "account.login": account_login,
     "account.wait": account_wait,
     "account.logout": account_logout,

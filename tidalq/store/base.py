@@ -26,7 +26,7 @@ MAX_LIST = 10_000
 TrackProgress = list[dict[str, Any]]
 Titles = dict[str, str]  # what the daemon learned: artistName, albumTitle, trackTitle
 TITLE_KEYS = ("artistName", "albumTitle", "trackTitle", "musicBrainzReleaseId",
-              "musicBrainzMatch")
+              "musicBrainzMatch", "coverUrl")
 # what annotate() may set, and the longest value of each: clients set the release, the
 # daemon also says how re-tagging a finished job's files went
 ANNOTATIONS = {"musicBrainzReleaseId": 200, "musicBrainzMatch": 1000}

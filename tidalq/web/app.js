@@ -8,6 +8,7 @@ let token = sessionStorage.getItem("tidalq-token") || "";
 let historyShown = HISTORY_PAGE;
 let refreshTimer = null;
 let events = null;
+let coverBase = null;  // the cover host the page's CSP allows images from
 
 function headers(json) {
   const h = {};
@@ -84,28 +85,72 @@ function actionsFor(job) {
   const s = job.status;
   if (s === "queued" || s === "processing" || s === "paused") add("Cancel", act("cancel"));
   if (s === "queued" || s === "processing") add("Pause", act("pause"));
+  if ((s === "queued" || s === "paused") && job.priority !== "high") {
+    add("To top", () => call("PATCH", API + "/" + job.id, {action: "set_priority", priority: "high"}));
+  }
   if (s === "paused") add("Resume", act("resume"));
   if (s === "failed" || s === "cancelled") add("Retry", act("retry"));
   if (s !== "queued" && s !== "processing") add("Remove", () => call("DELETE", API + "/" + job.id));
   return box;
 }
 
+function size(bytes) {
+  const units = ["B", "kB", "MB", "GB"];
+  let n = bytes, i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return (i ? n.toFixed(1) : String(Math.round(n))) + " " + units[i];
+}
+
+function span(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return (h ? h + ":" + String(m).padStart(2, "0") : String(m)) + ":" + String(r).padStart(2, "0");
+}
+
+function cover(url, label) {
+  // only from the cover host the CSP allows: anything else would be refused anyway
+  if (!url || !coverBase || !url.startsWith(coverBase + "/")) {
+    return el("div", {class: "cover none", "aria-hidden": "true"});
+  }
+  return el("img", {class: "cover", src: url, alt: label ? "cover of " + label : "",
+                    loading: "lazy", width: "56", height: "56"});
+}
+
+function figures(job) {
+  if (job.status === "processing") {
+    const done = job.bytesDone ? size(job.bytesDone) + (job.bytesTotal ? " of " + size(job.bytesTotal) : "") : "";
+    return [done, job.speedBps ? size(job.speedBps) + "/s" : "",
+            job.etaS !== undefined ? "ETA " + span(job.etaS) : ""];
+  }
+  if (job.status === "completed") {
+    return [job.fileSize ? size(job.fileSize) : "",
+            job.downloadTimeMs ? "in " + span(job.downloadTimeMs / 1000) : ""];
+  }
+  return [];
+}
+
 function jobItem(job) {
   const item = el("li", {class: "job", "data-job": job.id, "data-status": job.status});
-  item.append(el("div", {class: "title"}, titleOf(job)));
+  item.append(cover(job.job.coverUrl, titleOf(job)));
+  const body = el("div", {class: "body"});
+  item.append(body);
+  body.append(el("div", {class: "title"}, titleOf(job)));
   const bits = [job.job.type, job.job.quality,
                 job.trackCount ? (job.completedTracks + "/" + job.trackCount + " tracks") : "",
-                Math.round(job.progress * 100) + "%"].filter(Boolean);
+                Math.round(job.progress * 100) + "%", ...figures(job),
+                (job.status === "queued" || job.status === "paused") && job.priority &&
+                  job.priority !== "normal" ? job.priority + " priority" : ""
+               ].filter(Boolean);
   const meta = el("div", {class: "meta"});
   meta.append(el("span", {class: "status-" + job.status}, job.status), " · " + bits.join(" · "));
-  item.append(meta);
+  body.append(meta);
   if (job.status === "processing") {
-    item.append(el("progress", {max: "1", value: String(job.progress),
+    body.append(el("progress", {max: "1", value: String(job.progress),
                                 "aria-label": "progress of " + titleOf(job)}));
   }
-  if (job.error) item.append(el("div", {class: "error"}, job.error));
-  if (job.trackCount) item.append(trackDetails(job));
-  item.append(actionsFor(job));
+  if (job.error) body.append(el("div", {class: "error"}, job.error));
+  if (job.trackCount) body.append(trackDetails(job));
+  body.append(actionsFor(job));
   return item;
 }
 
@@ -136,10 +181,15 @@ function fill(id, jobs, empty) {
 async function refresh() {
   try {
     const dash = await call("GET", API + "/dashboard");
+    coverBase = dash.coverBase ? dash.coverBase.replace(/\/+$/, "") : null;
     const q = dash.queue;
     document.getElementById("counts").textContent =
       `${q.queued} queued · ${q.processing} running · ${q.paused} paused · ` +
       `${q.completed} done · ${q.failed} failed`;
+    const bps = dash.worker && dash.worker.downloadBps;
+    document.getElementById("speed").textContent = [
+      bps ? size(bps) + "/s" : "",
+      dash.queueEtaS ? "queue done in about " + span(dash.queueEtaS) : ""].filter(Boolean).join(" · ");
     fill("running", dash.jobs.filter((j) => j.status === "processing"), "nothing running");
     fill("waiting", dash.jobs.filter((j) => j.status === "queued" || j.status === "paused"),
          "nothing waiting");
@@ -166,7 +216,100 @@ function listen() {
   events.addEventListener("job", () => scheduleRefresh());
 }
 
+const LINK_KINDS = {track: "track", album: "album", playlist: "playlist", artist: "artist"};
+
+function addButton(label, link, name) {
+  const button = el("button", {type: "button", "aria-label": label + " " + name}, label);
+  button.addEventListener("click", async () => {
+    const quality = document.getElementById("search-quality").value;
+    try {
+      const added = await call("POST", "/api/add", {link, quality: quality || null});
+      searchSay((added.created ? "added " : "already queued: ") + name);
+    } catch (e) { searchSay(e.message, true); }
+    scheduleRefresh(0);
+  });
+  return button;
+}
+
+function searchSay(text, bad) {
+  const said = document.getElementById("search-message");
+  said.textContent = text;
+  said.className = bad ? "error" : "";
+}
+
+function linkOf(kind, id) {
+  return "https://tidal.com/browse/" + LINK_KINDS[kind] + "/" + id;
+}
+
+function resultCard(r) {
+  const card = el("li", {class: "card", "data-kind": r.type});
+  card.append(cover(r.coverUrl, r.title));
+  const body = el("div", {class: "body"});
+  card.append(body);
+  body.append(el("div", {class: "title"}, r.title));
+  body.append(el("div", {class: "meta"}, [r.artist, r.year, r.tracks ? r.tracks + " tracks" : "",
+                                          r.quality, r.explicit ? "explicit" : ""]
+                                          .filter(Boolean).join(" · ")));
+  const actions = el("div", {class: "actions"});
+  body.append(actions);
+  if (r.type !== "artist") {
+    actions.append(addButton("Add", linkOf(r.type, r.id), r.title));
+    return card;
+  }
+  actions.append(addButton("Add all", linkOf("artist", r.id), r.title));
+  const follow = el("button", {type: "button", "aria-label": "Follow " + r.title}, "Follow");
+  follow.addEventListener("click", async () => {
+    try {
+      const answer = await call("POST", "/api/follows", {kind: "artist", id: r.id});
+      searchSay((answer.created ? "following " : "already following ") + r.title);
+    } catch (e) { searchSay(e.message, true); }
+    scheduleRefresh(0);
+  });
+  const open = el("button", {type: "button", "aria-expanded": "false",
+                             "aria-label": "Releases of " + r.title}, "Releases");
+  const list = el("ul", {class: "releases", hidden: ""});
+  open.addEventListener("click", async () => {
+    const showing = open.getAttribute("aria-expanded") === "true";
+    open.setAttribute("aria-expanded", String(!showing));
+    list.hidden = showing;
+    if (showing || list.dataset.loaded) return;
+    list.dataset.loaded = "1";
+    try {
+      const found = await call("GET", "/api/artist/" + encodeURIComponent(r.id) + "/releases");
+      list.replaceChildren(...found.releases.map((rel) => {
+        const item = el("li", {});
+        item.append(el("span", {}, rel.title + " (" + rel.kind + ") "),
+                    addButton("Add", linkOf("album", rel.id), rel.title));
+        return item;
+      }));
+      if (!found.releases.length) list.append(el("li", {class: "meta"}, "no releases"));
+    } catch (e) { list.append(el("li", {class: "error"}, e.message)); }
+  });
+  actions.append(follow, open);
+  body.append(list);
+  return card;
+}
+
+async function runSearch(event) {
+  event.preventDefault();
+  const query = document.getElementById("query").value.trim();
+  const kind = document.getElementById("kind").value;
+  const results = document.getElementById("results");
+  if (!query) return;
+  searchSay("searching…");
+  try {
+    const found = await call("GET", "/api/search?q=" + encodeURIComponent(query) +
+                             "&type=" + encodeURIComponent(kind));
+    results.replaceChildren(...found.results.map(resultCard));
+    searchSay(found.results.length ? found.results.length + " found" : "nothing found");
+  } catch (e) {
+    results.replaceChildren();
+    searchSay(e.message, true);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("search").addEventListener("submit", runSearch);
   document.getElementById("add").addEventListener("submit", async (event) => {
     event.preventDefault();
     const link = document.getElementById("link");
