@@ -49,6 +49,7 @@ from tidalq.store.base import (
     check_titles,
     lease_ms,
 )
+from tidalq.store.redis_shared import SharedOnRedis
 from tidalq.terms import JobStatus, Priority
 
 
@@ -86,7 +87,7 @@ def _job_from_hash(flat: list[str] | dict[str, str]) -> Job:
     )
 
 
-class RedisStore(JobStore):
+class RedisStore(SharedOnRedis, JobStore):
     """Jobs in Redis hashes, indexes in sorted sets, transitions in Lua."""
 
     def __init__(self, url: str, client: aioredis.Redis, prefix: str = "tidalq",
@@ -117,42 +118,6 @@ class RedisStore(JobStore):
 
     async def ping(self) -> None:
         await self._guard(self._r.ping())
-
-    # -- daemons and locks shared by every machine on this Redis ---------------------------
-    shares_locks = True
-
-    async def announce(self, daemon: dict[str, Any], ttl_s: float) -> None:
-        key = self._key(f"daemon:{daemon['id']}")
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(key, json.dumps(daemon), px=max(1, int(ttl_s * 1000)))
-        pipe.sadd(self._key("daemons"), str(daemon["id"]))
-        await self._guard(pipe.execute())
-
-    async def daemons(self) -> list[dict[str, Any]]:
-        ids = sorted(await self._guard(self._r.smembers(self._key("daemons"))))
-        if not ids:
-            return []
-        found = await self._guard(self._r.mget([self._key(f"daemon:{i}") for i in ids]))
-        gone = [i for i, raw in zip(ids, found, strict=True) if raw is None]
-        if gone:  # expired announcements: forget them
-            await self._guard(self._r.srem(self._key("daemons"), *gone))
-        return [json.loads(raw) for raw in found if raw is not None]
-
-    async def try_lock(self, name: str, ttl_s: float) -> str | None:
-        fence = await self._guard(self._r.incr(self._key("lock-fence")))
-        token = f"{fence}:{self._rng.getrandbits(48):012x}"
-        taken = await self._guard(self._r.set(self._key(f"lock:{name}"), token, nx=True,
-                                              px=max(1, int(ttl_s * 1000))))
-        return token if taken else None
-
-    async def renew_lock(self, name: str, token: str, ttl_s: float) -> bool:
-        held = await self._guard(self._scripts["lock_renew"](
-            keys=[self._key(f"lock:{name}")], args=[token, max(1, int(ttl_s * 1000))]))
-        return bool(held)
-
-    async def unlock(self, name: str, token: str) -> None:
-        await self._guard(self._scripts["lock_release"](keys=[self._key(f"lock:{name}")],
-                                                        args=[token]))
 
     async def close(self) -> None:
         await self._r.aclose()
