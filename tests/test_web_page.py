@@ -193,7 +193,7 @@ async def test_the_page_finds_adds_and_shows_speed(
     loaded = await cards.first.locator("img.cover").evaluate("i => i.complete && i.naturalWidth")
     assert loaded, "the cover came from the cover host"
     # a slow album, added from its card with the quality chosen: speed and ETA while it runs
-    fake.faults.throttle_bps = 150_000
+    fake.faults.throttle_bps = 40_000  # about 20 s: long enough to look at, even when slow
     await browser.get_by_label("Search TIDAL").fill("double vision")
     await browser.get_by_role("button", name="Search").click()
     await expect(cards).to_have_count(1)
@@ -201,12 +201,17 @@ async def test_the_page_finds_adds_and_shows_speed(
     await cards.first.get_by_role("button", name="Add Double Vision").click()
     await expect(browser.locator("#search-message")).to_contain_text("added Double Vision")
     running = browser.locator("#running li.job")
+    await expect(running.locator("summary")).to_have_count(1, timeout=20_000)
+    await running.locator("summary").click()
+    await expect(running.locator("details ol")).to_contain_text("Side 1 Song 1")
+    shown = await running.locator(".meta").first.text_content()
+    await expect(running.locator(".meta").first).not_to_have_text(shown or "", timeout=20_000)
+    # redrawn with new figures, the row still shows its tracks
+    await expect(running.locator("details ol")).to_contain_text("Side 1 Song 1")
     await expect(running).to_contain_text("/s", timeout=20_000)
     await expect(running).to_contain_text("ETA", timeout=20_000)
     await expect(running.locator("img.cover")).to_have_count(1)
     await expect(browser.locator("#speed")).to_contain_text("/s")
-    await running.locator("summary").click()
-    await expect(running.locator("details ol")).to_contain_text("Side 1 Song 1")
     await browser.screenshot(path=str(ARTIFACTS / "find-1280-light.png"), full_page=True)
     # a waiting job moves to the top
     await rpc(daemon.settings.socket, "queue.pause")

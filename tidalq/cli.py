@@ -589,6 +589,56 @@ def follows(app: App, as_json: bool) -> None:
         render.follows_table(found)
 
 
+# -- the library ---------------------------------------------------------------------------
+
+@main.command("verify")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
+@click.option("--repair", is_flag=True,
+              help="Download the broken files again (through the daemon).")
+@json_option
+@pass_app
+@handles_errors
+def verify_library(app: App, paths: tuple[Path, ...], repair: bool, as_json: bool) -> None:
+    """Decode every audio file of the library (or PATHs) in full and report the broken
+    ones; exits 1 when any is broken (and not re-queued with --repair)."""
+    import asyncio
+
+    from tidalq.library import scrub  # the decoders only when they are needed
+
+    roots = list(paths) or [app.settings().download_dir]
+    files = list(scrub.audio_files(roots))
+    if not as_json:
+        render.message(f"decoding {len(files)} files…")
+
+    def each(finding: scrub.Finding) -> None:
+        if finding.error is not None and not as_json:
+            render.error(f"BROKEN {finding.path}: {finding.error}")
+
+    broken = asyncio.run(scrub.scrub(files, each))
+    requeued = _requeue(app, broken) if repair and broken else []
+    if as_json:
+        render.as_json({"checked": len(files), "requeued": requeued,
+                        "broken": [{"path": str(b.path), "error": b.error,
+                                    "trackId": b.track_id} for b in broken]})
+    else:
+        render.message(f"checked {len(files)} files: {len(broken)} broken"
+                       + (f", {len(requeued)} re-queued" if repair else ""))
+        render.lines(requeued)
+    if broken and len(requeued) < len(broken):
+        sys.exit(EXIT_FAILED)
+
+
+def _requeue(app: App, broken: list[Any]) -> list[str]:
+    """Track jobs that replace the broken files (those tidalq tagged: their ids are known)."""
+    jobs = [{"type": "track", "trackId": int(b.track_id), "forceOverwrite": True,
+             **({"quality": b.quality} if b.quality in [q.value for q in Quality] else {})}
+            for b in broken if b.track_id and b.track_id.isdigit()]
+    if not jobs:
+        return []
+    ids: list[str] = app.client().call("queue.submit", {"jobs": jobs})["jobIds"]
+    return ids
+
+
 # -- the TIDAL account ------------------------------------------------------------------------
 
 @main.command()

@@ -20,6 +20,7 @@ from typing import Any
 from tidalq.attempt import TrackRequest
 from tidalq.config import Settings
 from tidalq.errors import IntegrityFailed
+from tidalq.library import trust
 from tidalq.library.editions import Editions
 from tidalq.library.files import (
     add_tags_and_sync,
@@ -37,6 +38,14 @@ from tidalq.terms import Quality
 log = logging.getLogger(__name__)
 
 
+MAX_REMEMBERED_BROKEN = 4096
+
+
+def _stamp(path: Path) -> tuple[Path, int, int]:
+    st = path.stat()
+    return path, st.st_size, st.st_mtime_ns
+
+
 class Publisher:
     """Where tracks land in one daemon's library, and their way in."""
 
@@ -45,11 +54,13 @@ class Publisher:
         self.settings = settings
         self.staging_dir = staging_dir
         self.editions = Editions(settings.download_dir, settings.path_template, locks)
+        self._found_broken: set[tuple[Path, int, int]] = set()
 
     async def publish(self, req: TrackRequest, staging: Path, target: Path
                       ) -> tuple[Path, dict[str, Any] | None]:
         """Move a verified, synced staging file into the library under the folder's lock
         (see :meth:`place_unless_better`); the folder is synced by :meth:`settle_in`."""
+        await asyncio.to_thread(trust.mark_verified, staging)  # kept by the rename
         return await self.editions.publish(
             req.meta, target, req.edition,
             lambda to: self.place_unless_better(req, staging, to))
@@ -80,12 +91,29 @@ class Publisher:
                 return False
         except ValueError:
             return False
+        return await self._sound(target, meta.duration_s)
+
+    async def _sound(self, target: Path, duration_s: float) -> bool:
+        """Whether a file in the library decodes: trusted when tidalq verified it and it is
+        untouched since; decoded otherwise (once: a file found broken stays so here)."""
+        if await asyncio.to_thread(trust.still_verified, target):
+            return True  # the file tidalq decoded when it published it, untouched since
         try:
-            await verify.verify(target, meta.duration_s)
+            stamp = await asyncio.to_thread(_stamp, target)
+        except FileNotFoundError:
+            return False
+        if stamp in self._found_broken:
+            return False
+        try:
+            await verify.verify(target, duration_s)
         except IntegrityFailed as exc:
             log.warning("%s is in the library but broken (%s); downloading it again",
                         target, exc)
+            if len(self._found_broken) > MAX_REMEMBERED_BROKEN:
+                self._found_broken.clear()
+            self._found_broken.add(stamp)
             return False
+        await asyncio.to_thread(trust.mark_verified, target)
         return True
 
     async def skipped(self, target: Path, quality: Quality,
@@ -107,6 +135,7 @@ class Publisher:
                 return False
             parsed = await asyncio.to_thread(add_tags_and_sync, staging, fields)
             await verify.verify(staging, meta.duration_s, parsed)
+            await asyncio.to_thread(trust.mark_verified, staging)
             return await self.editions.publish(
                 meta, path, True,
                 lambda to: asyncio.to_thread(replace_if_ours, staging, to, meta))
@@ -182,11 +211,7 @@ class Publisher:
             return False
         if not target.exists() or await asyncio.to_thread(tags.flac_md5, target) != facts.md5:
             return False
-        try:
-            await verify.verify(target, req.meta.duration_s)
-        except IntegrityFailed:
-            return False
-        return True
+        return await self._sound(target, req.meta.duration_s)
 
     def settle_in(self, target: Path, req: TrackRequest, quality: Quality,
                    cover: bytes | None, synced: str | None) -> str | None:

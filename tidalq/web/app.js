@@ -154,10 +154,13 @@ function jobItem(job) {
   return item;
 }
 
+const expanded = new Set();  // jobs whose tracks are shown: kept open across refreshes
+
 function trackDetails(job) {
   const details = el("details");
   details.append(el("summary", {}, "tracks"));
   details.addEventListener("toggle", async () => {
+    if (details.open) expanded.add(job.id); else expanded.delete(job.id);
     if (!details.open || details.dataset.loaded) return;
     details.dataset.loaded = "1";
     try {
@@ -170,6 +173,7 @@ function trackDetails(job) {
       details.append(list);
     } catch (e) { details.append(el("p", {class: "error"}, e.message)); }
   });
+  if (expanded.has(job.id)) details.open = true;  // its toggle event loads the tracks again
   return details;
 }
 
