@@ -7,6 +7,8 @@ must not share the daemon's interpreter), warms it by fetching every file once, 
 the same run for each kind: tidalq (a daemon in this process, 4 slots, SQLite) from submit
 to completed (album 300: 210 tracks of about 0.7 MB; the 500-track playlist), and
 ``curl --parallel --parallel-max 4`` fetching the same CDN files to a scratch folder.
+``api_requests_per_track`` counts the upstream API requests tidalq made (CDN excluded;
+with ``lyrics = on``, the default, one of them per track is the lyrics).
 ``per_track_overhead_ms`` is what a track costs tidalq beyond curl's time for its bytes
 (API calls, tagging, verification, fsync, rename). One JSON line per kind per run, and
 with ``--runs`` above 1 a line of medians per kind.
@@ -76,7 +78,8 @@ def fake_upstream(cache: Path) -> Iterator[str]:
 async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> float:
     settings = load_settings({
         "download_dir": str(tmp / "lib"), "store": f"sqlite:///{tmp}/q.db",
-        "socket": str(tmp / "run" / "q.sock"), "api_urls": [url], "cover_url": url}, env={})
+        "socket": str(tmp / "run" / "q.sock"), "api_urls": [url], "cover_url": url,
+        "lyrics": os.environ.get("TIDALQ_LYRICS", "on")}, env={})
     daemon = Daemon(settings)
     await daemon.startup()
     store = daemon.store
@@ -97,6 +100,14 @@ async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> float:
         return seconds
     finally:
         await daemon.shutdown()
+
+
+def api_requests(url: str) -> int:
+    """Requests the fake answered that were not CDN downloads (what rate limits count)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/_fake/requests", timeout=30) as resp:
+        return sum(1 for r in json.loads(resp.read()) if not r["path"].startswith("/cdn/"))
 
 
 def curl_seconds(url: str, out: Path, track_ids: list[int]) -> float:
@@ -150,12 +161,15 @@ async def main() -> None:
                 work = Path(tmp) / f"{kind}{run}"
                 work.mkdir()
                 os.sync()  # no writeback left over from the last section in this one
+                asked_before = api_requests(url)
                 ours = await tidalq_seconds(url, work, spec)
+                per_track = round((api_requests(url) - asked_before) / len(ids), 3)
                 os.sync()
                 theirs = await asyncio.to_thread(curl_seconds, url, work / "curl", ids)
                 test = await asyncio.to_thread(flac_t_seconds, work / "curl")
                 results[kind].append((ours, theirs, test))
-                print(json.dumps(line(kind, len(ids), ours, theirs, test)), flush=True)
+                print(json.dumps({**line(kind, len(ids), ours, theirs, test),
+                                  "api_requests_per_track": per_track}), flush=True)
         if args.runs > 1:
             for kind, pairs in results.items():
                 tracks = len([t for a in KINDS[kind][1] for t in catalog.albums[a].tracks])

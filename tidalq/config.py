@@ -65,6 +65,7 @@ ENV_KEYS: dict[str, str] = {
     "tidal_api_url": "TIDALQ_TIDAL_API_URL",
     "tidal_auth_url": "TIDALQ_TIDAL_AUTH_URL",
     "request_pace": "TIDALQ_REQUEST_PACE",
+    "lyrics": "TIDALQ_LYRICS",
     "state_dir": "TIDALQ_STATE_DIR",
 }
 
@@ -114,6 +115,7 @@ class Settings:
     tidal_auth_url: str = "https://auth.tidal.com/v1/oauth2"
     request_pace: int = 60  # TIDAL API requests a minute, at most (streamrip's default)
     state_dir: Path | None = None  # where the TIDAL login is kept; None: the user state dir
+    lyrics: bool = True  # one more upstream request per track: off halves them
     config_file: Path | None = None
 
     @property
@@ -316,7 +318,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "musicbrainz_contact": _text,
     "upstream": lambda v, k: _upstreams(v, k), "tidal_client_id": _text,
     "tidal_client_secret": _text, "tidal_api_url": _url, "tidal_auth_url": _url,
-    "request_pace": _positive_int, "state_dir": _path,
+    "request_pace": _positive_int, "state_dir": _path, "lyrics": _switch,
 }
 
 

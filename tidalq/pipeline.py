@@ -38,7 +38,7 @@ from tidalq.library.publisher import Publisher
 from tidalq.media import tags, verify
 from tidalq.media.fetch import Fetcher
 from tidalq.models import AlbumMeta, Job, TrackMeta
-from tidalq.upstream.base import Upstream
+from tidalq.upstream.base import Lyrics, Upstream
 from tidalq.upstream.http import read_capped
 from tidalq.upstream.manifest import DashStream, Served
 from tidalq.upstream.musicbrainz import MusicBrainz
@@ -152,6 +152,10 @@ class Pipeline:
             request = TrackRequest(meta, job.spec.quality, job.spec.min_quality, attempt,
                                    edition, job.spec.force, mb)
             return await self.track(request, on_progress)
+
+    async def _lyrics(self, track_id: int) -> Lyrics | None:
+        """The track's lyrics when the settings want them (one more upstream request)."""
+        return await self.upstream.lyrics(track_id) if self.settings.lyrics else None
 
     def _cover_of(self, cover: str | None) -> dict[str, str]:
         """The job's cover thumbnail for the page and web clients (``coverUrl``)."""
@@ -307,6 +311,9 @@ class Pipeline:
 
     async def _track(self, req: TrackRequest, on_progress: Progress) -> dict[str, Any]:
         meta = req.meta
+        kept = await self.publisher.kept(req, self.publisher.target(req, req.quality.extension))
+        if kept is not None:
+            return kept
         req = await self.publisher.settle_edition(req, req.quality.extension)
         target = self.publisher.target(req, req.quality.extension)
         if await self.publisher.already_there(req, target, req.quality):
@@ -334,7 +341,7 @@ class Pipeline:
         try:
             staging.parent.mkdir(parents=True, exist_ok=True)
             served = await self._fetch_fresh(req, served, staging, on_progress)
-            extras = await asyncio.gather(self.cover(req.meta), self.upstream.lyrics(req.meta.id))
+            extras = await asyncio.gather(self.cover(req.meta), self._lyrics(req.meta.id))
             cover, lyrics = extras
             data = tags.TagData(req.meta, served.quality.value, served.replay_gain, cover,
                                 lyrics.text if lyrics else None, req.musicbrainz)

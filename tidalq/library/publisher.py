@@ -46,6 +46,25 @@ def _stamp(path: Path) -> tuple[Path, int, int]:
     return path, st.st_size, st.st_mtime_ns
 
 
+def _skipped(target: Path, quality: Quality, kept_better: bool) -> dict[str, Any]:
+    facts = verify.probe(target)
+    return {"path": str(target), "quality": quality.value, "codec": facts.codec,
+            "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate,
+            "bytes": target.stat().st_size, "skipped": True, "keptBetter": kept_better,
+            "replaced": None}
+
+
+def _kept_as_verified(target: Path, meta: TrackMeta, quality: Quality
+                      ) -> dict[str, Any] | None:
+    if not trust.still_verified(target):  # also false when there is no file
+        return None
+    track_id, have = tags.read_identity(target)
+    if track_id != str(meta.id) or have is None or have not in Quality.__members__ \
+            or Quality(have).rank < quality.rank:
+        return None
+    return _skipped(target, quality, False)  # as the full checks say it
+
+
 class Publisher:
     """Where tracks land in one daemon's library, and their way in."""
 
@@ -118,11 +137,15 @@ class Publisher:
 
     async def skipped(self, target: Path, quality: Quality,
                        kept_better: bool = False) -> dict[str, Any]:
-        facts = await asyncio.to_thread(verify.probe, target)
-        return {"path": str(target), "quality": quality.value, "codec": facts.codec,
-                "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate,
-                "bytes": target.stat().st_size, "skipped": True, "keptBetter": kept_better,
-                "replaced": None}
+        return await asyncio.to_thread(_skipped, target, quality, kept_better)
+
+    async def kept(self, req: TrackRequest, target: Path) -> dict[str, Any] | None:
+        """The common case of a re-run, in one trip off the loop: this track's own file is
+        at ``target``, at the quality asked or better, and untouched since tidalq verified
+        it. Its result (skipped), or None: the full checks decide."""
+        if self._conflict(req) != "overwrite_if_different":
+            return None
+        return await asyncio.to_thread(_kept_as_verified, target, req.meta, req.quality)
 
     async def add_tags_in_place(self, meta: TrackMeta, path: Path,
                                 fields: dict[str, list[str]]) -> bool:

@@ -222,18 +222,19 @@ class FakeUpstream:
         playlist = self.catalog.playlists.get(request.query.get("id", ""))
         if playlist is None:
             return self._not_found()
-        items = [{"type": "video", "item": {"id": i[1], "title": "A Video"}, "cut": None}
-                 if isinstance(i, tuple) else
-                 {"type": "track", "item": self.listed_track(i), "cut": None}
-                 for i in playlist.items]
-        page, _, _ = self._page(request, items)
+        listed, _, _ = self._page(request, playlist.items)  # only this page is built
+        page = [{"type": "video", "item": {"id": i[1], "title": "A Video"}, "cut": None}
+                if isinstance(i, tuple) else
+                {"type": "track", "item": self.listed_track(i), "cut": None}
+                for i in listed]
         if self.faults.playlist_short:
             page = page[:max(0, len(page) - self.faults.playlist_short)]
         videos = sum(1 for i in playlist.items if isinstance(i, tuple))
+        count = len(playlist.items)
         return web.json_response({"version": "2.4", "playlist": {
             "uuid": playlist.uuid, "title": playlist.title, "description": "",
-            "numberOfTracks": len(items) - videos, "numberOfVideos": videos,
-            "duration": 4 * len(items), "creator": {"id": 0}, "type": "USER",
+            "numberOfTracks": count - videos, "numberOfVideos": videos,
+            "duration": 4 * count, "creator": {"id": 0}, "type": "USER",
             "squareImage": None}, "items": page})
 
     async def mix(self, request: web.Request) -> web.Response:
