@@ -69,6 +69,12 @@ def fake_upstream(cache: Path) -> Iterator[str]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit("the fake upstream did not start") from None
                 time.sleep(0.05)
+        import urllib.request
+
+        pages = urllib.request.Request(  # a real server's page (the tests' fake pages by 4)
+            f"http://127.0.0.1:{port}/_fake/faults", data=b'{"page_cap": 100}',
+            headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(pages, timeout=10).close()
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -212,11 +212,15 @@ class WorkerPool:
                     break
                 wait = asyncio.create_task(self.store.wait_events(cursor, left))
                 woke = asyncio.create_task(self._wake.wait())
-                done, _ = await asyncio.wait({wait, woke}, return_when=asyncio.FIRST_COMPLETED)
-                woke.cancel()
-                if wait not in done:
-                    wait.cancel()
-                    await asyncio.gather(wait, return_exceptions=True)
+                try:
+                    done, _ = await asyncio.wait({wait, woke},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:  # also when this loop is cancelled: no read outlives the store
+                    woke.cancel()
+                    if not wait.done():
+                        wait.cancel()
+                        await asyncio.gather(wait, return_exceptions=True)
+                if wait not in done or wait.cancelled():
                     break
                 events = wait.result()
                 if events:
