@@ -118,6 +118,12 @@ async def test_an_artist_expands_into_album_jobs_and_ends_when_they_end(
     again = await submit(daemon, {"type": "artist", "artistId": PAGING_ARTIST})
     second = await wait_status(sock, again, "completed", 60)
     assert len(second["children"]) == 9 and fake.upstream.count("/cdn/") == before
+    # the second edition alone, no other album running: it still knows its folder
+    alone = await submit(daemon, {"type": "album", "albumId": 701})
+    await wait_status(sock, alone, "completed", 30)
+    assert fake.upstream.count("/cdn/") == before
+    assert not (daemon.settings.download_dir / "Paging Artist" / "Same Title"
+                / "01 - Song of 701.flac").exists()
 
 
 async def test_a_plain_listing_says_the_discography_may_be_incomplete(

@@ -93,11 +93,13 @@ class Editions:
                     earlier_paths: Iterable[str | None]) -> AsyncIterator[bool]:
         folder = self._folder(tracks[0], extension)
         async with self.locks.hold(folder):  # other daemons decide one at a time too
-            ours, theirs = await asyncio.to_thread(self._who_is_there, tracks, extension)
+            ours, theirs, in_edition = await asyncio.to_thread(self._who_is_there, tracks,
+                                                                extension)
             # decided and registered without an await in between: two runs here never
             # both take a free plain folder
             edition = (album_id is not None and self._used_edition(earlier_paths, album_id)) \
-                or (not ours and (theirs or self._taken_by_another_album(folder, album_id)))
+                or (not ours and (in_edition or theirs
+                                  or self._taken_by_another_album(folder, album_id)))
             held = self._running.setdefault(folder, Counter())
             if not edition:
                 held[album_id] += 1
@@ -109,16 +111,21 @@ class Editions:
             if not +held:
                 self._running.pop(folder, None)
 
-    def _who_is_there(self, tracks: Iterable[TrackMeta], extension: str) -> tuple[bool, bool]:
-        """(a file of these tracks is in the plain folder, a file of another track is)."""
-        ours = theirs = False
+    def _who_is_there(self, tracks: Iterable[TrackMeta], extension: str
+                      ) -> tuple[bool, bool, bool]:
+        """(a file of these tracks is in the plain folder, a file of another track is, a
+        file of these tracks is in their edition folder: an earlier job put them there)."""
+        ours = theirs = in_edition = False
         for t in tracks:
             target = self.target(t, extension, False)
             if target.exists():
                 track_id, _ = tags.read_identity(target)
                 ours |= track_id == str(t.id)
                 theirs |= track_id is not None and track_id != str(t.id)
-        return ours, theirs
+            elif not in_edition:
+                beside = self.target(t, extension, True)
+                in_edition = beside.exists() and tags.read_identity(beside)[0] == str(t.id)
+        return ours, theirs, in_edition
 
     @staticmethod
     def _used_edition(earlier_paths: Iterable[str | None], album_id: int) -> bool:
