@@ -21,6 +21,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from typing import Any
@@ -63,7 +64,7 @@ async def run_once(fake: RunningFake, tmp: Path) -> list[dict[str, Any]]:
         settings = load_settings({
             "download_dir": str(library), "store": f"sqlite:///{tmp}/{name}.db",
             "socket": str(tmp / name / "q.sock"), "api_urls": [fake.url],
-            "cover_url": fake.url}, env={})
+            "cover_url": fake.url, "lyrics": os.environ.get("TIDALQ_LYRICS", "on")}, env={})
         daemon = Daemon(settings)
         await daemon.startup()
         try:

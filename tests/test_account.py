@@ -322,3 +322,31 @@ def test_a_failing_renewal_backs_off_and_the_job_is_retried(make_daemon: Any,
     done = wait_job(d, job_id, timeout=90)
     assert done["attempts"] == 2, "the first attempt met the 503, the retry renewed"
     assert "renewal" in d.log() and d.json("status")["account"]["problem"] is None
+
+
+def test_a_damaged_login_file_is_ignored_not_fatal(make_daemon: Any, fake_proc: FakeProcess,
+                                                   tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    for junk in (b"\x00\xffnot json", b'{"access_token": 1}', b"[]", b'{"expires_at": "x"}'):
+        (state / "tidal-login.json").write_bytes(junk)
+        d = make_daemon(f"junk{len(junk)}", **fake_proc.tidal_env())
+        assert "not logged in to TIDAL: run tidalq login" in d.cli("status").stdout
+        d.stop()
+    d = make_daemon("after", **fake_proc.tidal_env())
+    log_in(d, fake_proc)  # a new login replaces the damaged file
+    assert stat.S_IMODE((state / "tidal-login.json").stat().st_mode) == 0o600
+
+
+def test_tidal_answers_that_make_no_sense_fail_the_job_not_the_daemon(
+        make_daemon: Any, fake_proc: FakeProcess) -> None:
+    d = make_daemon(**{**fake_proc.tidal_env(), "TIDALQ_MAX_ATTEMPTS": "1"})
+    log_in(d, fake_proc)
+    failed = wait_job(d, d.cli("add", "track", "999999").stdout.strip(), "failed")
+    assert failed["failureCode"] == "NOT_FOUND"
+    fake_proc.tidal_faults(rate_limit=5, retry_after="soon")  # a Retry-After that is no number
+    limited = d.cli("add", "track", "1001").stdout.strip()
+    job = wait_job(d, limited, "failed", timeout=120)
+    assert job["failureCode"] == "RATE_LIMITED"
+    assert d.proc is not None and d.proc.poll() is None
+    assert d.cli("status").returncode == 0
