@@ -166,6 +166,9 @@ class CollectionRunner:
                      on_progress: Callable[[float], None]) -> dict[str, Any]:
         meta = await self._as_on_its_album(listed)
         spec = job.spec
+        kept = await self.pipeline.publisher.kept_anywhere(meta, spec.quality, spec.force)
+        if kept is not None:  # a re-run: the verified file is there, nothing to decide
+            return kept
         async with self.pipeline.publisher.editions.track(meta, spec.quality.extension) as edition:
             request = TrackRequest(meta, spec.quality, spec.min_quality, attempt, edition,
                                    spec.force)

@@ -65,6 +65,15 @@ def _kept_as_verified(target: Path, meta: TrackMeta, quality: Quality
     return _skipped(target, quality, False)  # as the full checks say it
 
 
+def _first_kept(targets: list[Path], meta: TrackMeta, quality: Quality
+                ) -> dict[str, Any] | None:
+    for target in targets:
+        found = _kept_as_verified(target, meta, quality)
+        if found is not None:
+            return found
+    return None
+
+
 class Publisher:
     """Where tracks land in one daemon's library, and their way in."""
 
@@ -138,6 +147,16 @@ class Publisher:
     async def skipped(self, target: Path, quality: Quality,
                        kept_better: bool = False) -> dict[str, Any]:
         return await asyncio.to_thread(_skipped, target, quality, kept_better)
+
+    async def kept_anywhere(self, meta: TrackMeta, quality: Quality,
+                            force: bool) -> dict[str, Any] | None:
+        """:meth:`kept` before any folder is decided: this track's verified file in its
+        plain folder or its edition folder (a playlist re-run asks this first)."""
+        if force or self.settings.conflict != "overwrite_if_different":
+            return None
+        targets = [self.editions.target(meta, quality.extension, edition)
+                   for edition in (False, True)]
+        return await asyncio.to_thread(_first_kept, targets, meta, quality)
 
     async def kept(self, req: TrackRequest, target: Path) -> dict[str, Any] | None:
         """The common case of a re-run, in one trip off the loop: this track's own file is
