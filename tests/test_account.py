@@ -350,3 +350,31 @@ def test_tidal_answers_that_make_no_sense_fail_the_job_not_the_daemon(
     assert job["failureCode"] == "RATE_LIMITED"
     assert d.proc is not None and d.proc.poll() is None
     assert d.cli("status").returncode == 0
+
+
+async def test_slow_down_makes_the_polling_slower(fake: Any) -> None:
+    """TIDAL's `slow_down` (polled faster than its interval) adds five seconds each time;
+    the waits are recorded, not slept, so the test takes no time."""
+    import asyncio
+    from dataclasses import replace
+
+    from tidalq.config import DEFAULT_TIDAL_CLIENT_ID, DEFAULT_TIDAL_CLIENT_SECRET
+    from tidalq.upstream.account import AuthServer, wait_for_approval
+
+    fake.upstream.tidal.faults.interval_s = 30.0  # the server wants 30 s between polls
+    server = AuthServer(f"{fake.url}/tidal/auth/v1/oauth2", DEFAULT_TIDAL_CLIENT_ID,
+                        DEFAULT_TIDAL_CLIENT_SECRET)
+    code = replace(await server.start_device_login(), interval=0.01)  # we poll too fast
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:  # the person approves after the third wait
+            device = next(iter(fake.upstream.tidal.devices.values()))
+            device.approved = True
+            device.last_poll = 0.0  # and this poll comes after the server's interval
+        await asyncio.sleep(0)
+
+    answer = await wait_for_approval(server, code, sleep=record)
+    assert answer["access_token"]
+    assert waits[0] == 0.01 and waits[1] == 0.01 and waits[2] == 5.01, waits
