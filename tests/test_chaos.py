@@ -12,9 +12,11 @@ import random
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,3 +200,27 @@ def test_a_stopped_daemons_job_waits_for_it_on_sqlite(tmp_path: Path,
         second.stop()
     assert out.returncode == 0 and shown["status"] == "completed", shown
     assert len([r for r in fake_proc.requests() if r["path"].startswith("/cdn/1001/")]) == 1
+
+
+def test_a_daemon_answers_while_another_process_holds_the_sqlite_write_lock(
+        make_daemon: Any, tmp_path: Path) -> None:
+    """A daemon stopped mid-commit holds SQLite's write lock: another daemon on the file
+    still starts and answers `status` (its reads never wait for a writer); its writes wait."""
+    first = make_daemon("first")
+    first.stop()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE')\n"
+         "c.execute(\"UPDATE meta SET value=value WHERE key='schema_version'\")\n"
+         "print('holding', flush=True)\n"
+         "time.sleep(30)\n", str(tmp_path / "queue.db")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        began = time.monotonic()
+        second = make_daemon("second")  # ready: `status` answered
+        assert time.monotonic() - began < 10
+        assert "queued 0" in second.cli("status", timeout=10).stdout
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)

@@ -177,6 +177,8 @@ class Daemon:
         dead = await asyncio.to_thread(dead_instances, self.settings.download_dir, instance.id)
         holders = {j.worker for j in await store.list_jobs(JobStatus.PROCESSING, 10_000)
                    if j.worker and instance_of(j.worker) in dead}
+        if not holders:  # nothing to take back: no write, so a busy store cannot hold us
+            return
         reaped = await store.reap(holders)
         if reaped:
             log.warning("requeued %d job(s) whose daemon died: %s", len(reaped),

@@ -26,23 +26,37 @@ from tidalq.store import rules
 from tidalq.store.base import (
     JobStore,
 )
-from tidalq.store.sqlite.schema import EVENT_TRIM_EVERY, MAX_GROUP, as_store_error, connect
+from tidalq.store.sqlite.schema import (
+    EVENT_TRIM_EVERY,
+    MAX_GROUP,
+    as_store_error,
+    connect,
+    connect_reader,
+)
 from tidalq.terms import JobStatus
 
 T = TypeVar("T")
 
 
 class SqliteBase(JobStore):
-    """Jobs as JSON documents with index columns in one SQLite file."""
-    """Jobs as JSON documents with index columns in one SQLite file."""
+    """Jobs as JSON documents with index columns in one SQLite file.
+
+    Two connections, each with a thread of its own: writes go through one (grouped, see
+    :meth:`_write`), reads through the other. In WAL mode a reader never waits for a
+    writer, so `status` answers even while another process holds the write lock (a
+    daemon stopped mid-commit): only writes wait for it.
+    """
 
     def __init__(self, path: str, conn: sqlite3.Connection, pool: ThreadPoolExecutor,
+                 reader: sqlite3.Connection, read_pool: ThreadPoolExecutor,
                  max_stalls: int = rules.DEFAULT_MAX_STALLS) -> None:
         self.url = f"sqlite://{path}"
         self.path = path
         self.max_stalls = max_stalls
         self._conn = conn
         self._pool = pool
+        self._reader = reader
+        self._read_pool = read_pool
         self._rng = random.Random()
         self._changed = asyncio.Event()
         self._events_since_trim = 0
@@ -52,25 +66,39 @@ class SqliteBase(JobStore):
     @classmethod
     async def open(cls, path: str) -> Self:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidalq-sqlite")
+        read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidalq-sqlite-read")
+        loop = asyncio.get_running_loop()
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(pool, connect, path)
+            conn = await loop.run_in_executor(pool, connect, path)
+            reader = await loop.run_in_executor(read_pool, connect_reader, path)
         except (sqlite3.Error, OSError) as exc:
             pool.shutdown(wait=False)
+            read_pool.shutdown(wait=False)
             raise StoreUnavailable(f"cannot open SQLite store {path}: {exc}") from exc
         except TidalqError:
             pool.shutdown(wait=False)
+            read_pool.shutdown(wait=False)
             raise
-        return cls(path, conn, pool)
+        return cls(path, conn, pool, reader, read_pool)
 
     async def close(self) -> None:
         if self._committer is not None:
             await asyncio.gather(self._committer, return_exceptions=True)
         await self._run(self._conn.close)
+        await self._read(lambda: self._reader.close())
         self._pool.shutdown(wait=True)
+        self._read_pool.shutdown(wait=True)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store failed: {exc}") from exc
+
+    async def _read(self, fn: Callable[[], T]) -> T:
+        """Run a read on the reading connection (``self._reader``)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._read_pool, fn)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store failed: {exc}") from exc
 

@@ -15,13 +15,13 @@ class SqliteEvents(SqliteBase):
 
     # -- events ---------------------------------------------------------------------------
     async def last_event_id(self) -> str:
-        row = await self._run(lambda: self._conn.execute(
+        row = await self._read(lambda: self._reader.execute(
             "SELECT COALESCE(MAX(id), 0) FROM events").fetchone())
         return str(row[0])
 
     async def events_after(self, after: str, limit: int = 500) -> list[Event]:
         start = int(after) if after.isascii() and after.isdigit() else 0
-        rows = await self._run(lambda: self._conn.execute(
+        rows = await self._read(lambda: self._reader.execute(
             "SELECT id, job_id, kind, status, progress, at FROM events WHERE id > ?"
             " ORDER BY id LIMIT ?", (start, limit)).fetchall())
         return [Event(str(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]

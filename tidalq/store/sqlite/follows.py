@@ -37,10 +37,10 @@ class SqliteFollows(SqliteBase):
 
     async def list_follows(self) -> list[Follow]:
         def fn() -> list[Follow]:
-            rows = self._conn.execute("SELECT doc FROM follows ORDER BY key").fetchall()
+            rows = self._reader.execute("SELECT doc FROM follows ORDER BY key").fetchall()
             return [Follow.from_json(json.loads(r[0])) for r in rows]
 
-        return await self._run(fn)
+        return await self._read(fn)
 
     async def remove_follow(self, follow_id: str) -> None:
         def fn(conn: sqlite3.Connection) -> None:

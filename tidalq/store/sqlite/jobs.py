@@ -62,20 +62,20 @@ class SqliteStore(SqliteFollows, SqliteEvents):
         return await self._write(fn)
 
     async def get(self, job_id: str) -> Job:
-        return await self._run(lambda: self._load(self._conn, job_id))
+        return await self._read(lambda: self._load(self._reader, job_id))
 
     async def resolve(self, prefix: str) -> str:
         def fn() -> list[str]:
-            rows = self._conn.execute(
+            rows = self._reader.execute(
                 "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
                 (prefix, prefix + "\U0010ffff")).fetchall()
             return [r[0] for r in rows]
 
-        exact = await self._run(lambda: self._conn.execute(
+        exact = await self._read(lambda: self._reader.execute(
             "SELECT id FROM jobs WHERE id=?", (prefix,)).fetchone())
         if exact:
             return prefix
-        found = await self._run(fn)
+        found = await self._read(fn)
         if not found:
             raise JobNotFound(f"no job matches {prefix!r}")
         if len(found) > 1:
@@ -87,18 +87,18 @@ class SqliteStore(SqliteFollows, SqliteEvents):
 
         def fn() -> list[Job]:
             if status is None:
-                rows = self._conn.execute(
+                rows = self._reader.execute(
                     "SELECT doc FROM jobs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
             else:
-                rows = self._conn.execute(
+                rows = self._reader.execute(
                     "SELECT doc FROM jobs WHERE status=? ORDER BY seq DESC LIMIT ?",
                     (status.value, limit)).fetchall()
             return [Job.from_record(json.loads(r[0])) for r in rows]
 
-        return await self._run(fn)
+        return await self._read(fn)
 
     async def stats(self) -> dict[str, int]:
-        rows = await self._run(lambda: self._conn.execute(
+        rows = await self._read(lambda: self._reader.execute(
             "SELECT status, n FROM counters").fetchall())
         counts = dict(rows)
         return {s.value: int(counts.get(s.value, 0)) for s in JobStatus}
@@ -278,7 +278,7 @@ class SqliteStore(SqliteFollows, SqliteEvents):
             "UPDATE meta SET value=? WHERE key='queue_paused'", ("1" if paused else "0",)))
 
     async def queue_paused(self) -> bool:
-        return await self._run(lambda: self._paused(self._conn))
+        return await self._read(lambda: self._paused(self._reader))
 
     async def purge_finished(self, older_than_s: float, batch: int = 500) -> int:
         cutoff = now_ms() - int(older_than_s * 1000)
@@ -294,7 +294,7 @@ class SqliteStore(SqliteFollows, SqliteEvents):
         return await self._write(fn)
 
     async def next_due_in(self) -> float | None:
-        row = await self._run(lambda: self._conn.execute(
+        row = await self._read(lambda: self._reader.execute(
             "SELECT MIN(due_at) FROM jobs WHERE status='queued' AND due_at > 0").fetchone())
         if row is None or row[0] is None:
             return None

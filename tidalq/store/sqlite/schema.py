@@ -108,3 +108,12 @@ def connect(path: str) -> sqlite3.Connection:
     except OSError:
         pass
     return conn
+
+
+def connect_reader(path: str) -> sqlite3.Connection:
+    """The reading connection: autocommit, read only, after :func:`connect` set WAL up."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only=1")
+    return conn
