@@ -80,6 +80,7 @@ class TrackRequest:
     edition: bool = False  # the album folder carries the album id (another edition is there)
     force: bool = False  # replace what the library has (the job's forceOverwrite)
     musicbrainz: dict[str, list[str]] | None = None  # this track's MusicBrainz tags
+    looked: bool = False  # the caller already asked whether the library keeps it
 
 
 @dataclass

@@ -32,7 +32,7 @@ from tidalq.errors import (
     TidalqError,
 )
 from tidalq.protocol import ErrorCode
-from tidalq.terms import JobStatus, Priority, Quality
+from tidalq.terms import SEARCH_KINDS, JobStatus, Priority, Quality
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -244,9 +244,6 @@ def add(app: App, items: tuple[str, ...], quality: str | None, min_quality: str 
 
 
 # -- finding -------------------------------------------------------------------------------
-
-SEARCH_KINDS = ("track", "album", "artist", "playlist")
-
 
 def _choices(value: str | None) -> list[int]:
     """``--add 1,3`` -> [1, 3]."""

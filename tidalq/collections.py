@@ -171,7 +171,7 @@ class CollectionRunner:
             return kept
         async with self.pipeline.publisher.editions.track(meta, spec.quality.extension) as edition:
             request = TrackRequest(meta, spec.quality, spec.min_quality, attempt, edition,
-                                   spec.force)
+                                   spec.force, looked=True)
             return await self.pipeline.track(request, on_progress)
 
     async def _as_on_its_album(self, listed: TrackMeta) -> TrackMeta:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,7 @@ from tidalq.config import Settings
 from tidalq.errors import DownloadError, UpstreamUnavailable
 from tidalq.upstream import factory
 from tidalq.upstream.account import Account, DeviceCode, LoginFailed, wait_for_approval
-from tidalq.upstream.http import read_capped
+from tidalq.upstream.http import json_of, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,7 @@ class LoginDesk:
                         raise UpstreamUnavailable(f"TIDAL answered {resp.status} to {path}")
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise UpstreamUnavailable(f"TIDAL did not answer {path}: {exc!r}") from exc
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise UpstreamUnavailable(f"TIDAL answered {path} with something not JSON") from None
+        body = json_of(raw, 1 << 20, f"TIDAL's {path}")
         if not isinstance(body, dict):
             raise UpstreamUnavailable(f"TIDAL's {path} has an unknown shape")
         return body

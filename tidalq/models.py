@@ -505,9 +505,6 @@ class Release:
     kind: str  # one of RELEASE_KINDS
 
 
-SEARCH_KINDS = ("track", "album", "artist", "playlist")
-
-
 @dataclass(frozen=True)
 class SearchHit:
     """One search result: what the table and the page show, and what `add` needs."""

@@ -311,9 +311,11 @@ class Pipeline:
 
     async def _track(self, req: TrackRequest, on_progress: Progress) -> dict[str, Any]:
         meta = req.meta
-        kept = await self.publisher.kept(req, self.publisher.target(req, req.quality.extension))
-        if kept is not None:
-            return kept
+        if not req.looked:
+            kept = await self.publisher.kept(req,
+                                             self.publisher.target(req, req.quality.extension))
+            if kept is not None:
+                return kept
         req = await self.publisher.settle_edition(req, req.quality.extension)
         target = self.publisher.target(req, req.quality.extension)
         if await self.publisher.already_there(req, target, req.quality):

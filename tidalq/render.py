@@ -258,11 +258,7 @@ def _size(n: float) -> str:
 
 
 def _rate(bytes_per_s: float) -> str:
-    for unit in ("B/s", "kB/s", "MB/s"):
-        if bytes_per_s < 1000:
-            return f"{bytes_per_s:.0f} {unit}" if unit == "B/s" else f"{bytes_per_s:.1f} {unit}"
-        bytes_per_s /= 1000
-    return f"{bytes_per_s:.1f} GB/s"
+    return _size(bytes_per_s) + "/s"
 
 
 def status(stats: dict[str, Any]) -> None:

@@ -28,7 +28,6 @@ from tidalq.errors import (
 from tidalq.login import LoginDesk
 from tidalq.models import (
     RELEASE_KINDS,
-    SEARCH_KINDS,
     Follow,
     Job,
     JobSpec,
@@ -46,7 +45,7 @@ from tidalq.protocol import (
 )
 from tidalq.retag import retag_with_release
 from tidalq.store.base import CLIENT_ANNOTATIONS, JobStore
-from tidalq.terms import JobStatus
+from tidalq.terms import SEARCH_KINDS, JobStatus
 from tidalq.worker import WorkerPool
 
 Handler = Callable[["Context", dict[str, Any]], Awaitable[dict[str, Any]]]

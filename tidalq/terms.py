@@ -54,3 +54,7 @@ class Priority(StrEnum):
     def rank(self) -> int:
         """Lower ranks are claimed first."""
         return list(Priority).index(self)
+
+
+# what `tidalq search` and catalog.search look for
+SEARCH_KINDS = ("track", "album", "artist", "playlist")

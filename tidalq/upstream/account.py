@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from tidalq.errors import AuthFailed, UpstreamUnavailable
-from tidalq.upstream.http import read_capped
+from tidalq.upstream.http import json_of, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +154,7 @@ class AuthServer:
         finally:
             if self.session is None:
                 await session.close()
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = {}
+        body = json_of(raw, MAX_ANSWER_BYTES, "TIDAL's login server")
         return status, body if isinstance(body, dict) else {}
 
     def _basic_auth(self) -> dict[str, str]:

@@ -25,7 +25,6 @@ from tidalq.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
-from tidalq.jsontext import loads_repaired
 from tidalq.models import AlbumMeta, Collection, Discography, Release, SearchHit, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream import listings as ls
@@ -33,7 +32,7 @@ from tidalq.upstream import manifest as mf
 from tidalq.upstream import shapes
 from tidalq.upstream.account import LoginRequired
 from tidalq.upstream.base import Lyrics, as_in_its_album, cover_image_url
-from tidalq.upstream.http import parse_retry_after, read_capped
+from tidalq.upstream.http import json_of, parse_retry_after, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +148,7 @@ class UpstreamClient:
 
     @staticmethod
     def _answer(status: int, headers: Any, raw: bytes, url: str) -> Any:
-        if len(raw) > MAX_BODY_BYTES:
-            raise UpstreamUnavailable(f"{url} answered more than {MAX_BODY_BYTES} bytes")
-        try:
-            body = loads_repaired(raw) if raw else None
-        except (ValueError, RecursionError):
-            body = None
+        body = json_of(raw, MAX_BODY_BYTES, url)
         if status == 404:
             raise UpstreamNotFound(f"not found upstream: {url}")
         if status == 429:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import time
+from typing import Any
 
 import aiohttp
+
+from tidalq.errors import UpstreamUnavailable
+from tidalq.jsontext import loads_repaired
 
 RETRY_AFTER_LIMIT_S = 7 * 86400.0  # a server asking for more is wrong; the worker caps lower
 
@@ -35,3 +39,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     wait_s = when.timestamp() - (now if now is not None else time.time())
     return min(max(0.0, wait_s), RETRY_AFTER_LIMIT_S)
+
+
+def json_of(raw: bytes, cap: int, where: str) -> Any:
+    """The JSON of an answer read by :func:`read_capped`: None when it is empty or not JSON
+    (callers say what that means), UpstreamUnavailable when it is over ``cap``."""
+    if len(raw) > cap:
+        raise UpstreamUnavailable(f"{where} answered more than {cap} bytes")
+    try:
+        return loads_repaired(raw) if raw else None
+    except (ValueError, RecursionError):
+        return None

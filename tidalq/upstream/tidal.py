@@ -24,7 +24,6 @@ from tidalq.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
-from tidalq.jsontext import loads_repaired
 from tidalq.models import AlbumMeta, Collection, Discography, Release, SearchHit, TrackMeta
 from tidalq.terms import Quality
 from tidalq.upstream import listings as ls
@@ -32,7 +31,7 @@ from tidalq.upstream import manifest as mf
 from tidalq.upstream import shapes
 from tidalq.upstream.account import Account, LoginRequired
 from tidalq.upstream.base import Lyrics, as_in_its_album, cover_image_url
-from tidalq.upstream.http import parse_retry_after, read_capped
+from tidalq.upstream.http import json_of, parse_retry_after, read_capped
 from tidalq.upstream.pace import Pace
 
 log = logging.getLogger(__name__)
@@ -104,13 +103,7 @@ class TidalClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamUnavailable(f"TIDAL did not answer: {type(exc).__name__} {exc}"
                                       ) from exc
-        if len(raw) > MAX_BODY_BYTES:
-            raise UpstreamUnavailable(f"TIDAL answered more than {MAX_BODY_BYTES} bytes")
-        try:
-            body = loads_repaired(raw) if raw else None
-        except (ValueError, RecursionError):
-            body = None
-        return status, headers, body
+        return status, headers, json_of(raw, MAX_BODY_BYTES, "TIDAL")
 
     async def pages(self, path: str, params: dict[str, str | int] | None = None
                     ) -> tuple[list[Any], int]:
