@@ -230,6 +230,13 @@ class FakeProcess:
         with urllib.request.urlopen(self.url + "/_fake/requests", timeout=10) as resp:
             return list(json.loads(resp.read()))
 
+    def cdn_bodies(self) -> list[dict[str, Any]]:
+        """What the CDN sent of each body: path, sent, size, ended (time.time())."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/_fake/cdn", timeout=10) as resp:
+            return list(json.loads(resp.read()))
+
     def env(self) -> dict[str, str]:
         return {"TIDALQ_API_URLS": self.url, "TIDALQ_COVER_URL": self.url}
 

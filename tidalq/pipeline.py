@@ -1,8 +1,8 @@
 """The work a job exists for: one track, or every track of an album, into the library.
 
 One track: resolve metadata and the stream → decide the target path → apply the conflict
-policy (an identical file means no download at all) → stream into staging on the
-library's filesystem (DASH remuxed to FLAC) → tag and fsync → verify → publish
+policy (an identical file means no download at all) → into staging on the library's
+filesystem, tagged, synced and verified (:mod:`tidalq.staging`) → publish
 (``os.replace``, then one fsync of the folder for the track, its ``.lrc`` and the album's
 ``cover.jpg``). One album: its tracks through the same steps, several at once within the
 daemon's download slots; publishing is per track and additive; a retry skips the tracks
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -25,32 +24,32 @@ from typing import Any, Literal
 from tidalq.attempt import Attempt, Lazy, TrackRequest, Unleased
 from tidalq.config import Settings
 from tidalq.errors import (
-    CdnExpired,
     DownloadError,
     FailureCode,
     QualityUnavailable,
     TidalqError,
     from_os_error,
 )
-from tidalq.library.files import sync_file
 from tidalq.library.locks import FolderLocks
 from tidalq.library.publisher import Publisher
-from tidalq.media import tags, verify
+from tidalq.media import tags
 from tidalq.media.fetch import Fetcher
 from tidalq.models import AlbumMeta, Job, TrackMeta
-from tidalq.upstream.base import Lyrics, Upstream
-from tidalq.upstream.http import read_capped
-from tidalq.upstream.manifest import DashStream, Served
+from tidalq.staging import Extras, Progress, Stager
+from tidalq.upstream.base import Upstream
+from tidalq.upstream.manifest import Served
 from tidalq.upstream.musicbrainz import MusicBrainz
 
 log = logging.getLogger(__name__)
 
 
+async def _nothing() -> None:
+    return None
+
+
 # report(progress, album track states or None, force): records the latest state; the worker
 # reads and writes it to the store at most every half second, and at once when forced.
 Report = Callable[[Lazy[float], Lazy[list[dict[str, Any]]] | None, bool], None]
-Progress = Callable[[float], None]
-FRESH_MANIFEST_TRIES = 3
 
 
 class Slots(asyncio.Semaphore):
@@ -132,9 +131,9 @@ class Pipeline:
         self.musicbrainz = musicbrainz
         self.upstream = upstream
         self.fetcher = fetcher
+        self.stager = Stager(upstream, fetcher)
         self.slots = slots
         self.draining = False  # set on shutdown: albums finish running tracks, start no more
-        self._covers: OrderedDict[str, bytes | None] = OrderedDict()
 
     # -- jobs --------------------------------------------------------------------------------
     async def run_track_job(self, job: Job, report: Report,
@@ -152,10 +151,6 @@ class Pipeline:
             request = TrackRequest(meta, job.spec.quality, job.spec.min_quality, attempt,
                                    edition, job.spec.force, mb)
             return await self.track(request, on_progress)
-
-    async def _lyrics(self, track_id: int) -> Lyrics | None:
-        """The track's lyrics when the settings want them (one more upstream request)."""
-        return await self.upstream.lyrics(track_id) if self.settings.lyrics else None
 
     def _cover_of(self, cover: str | None) -> dict[str, str]:
         """The job's cover thumbnail for the page and web clients (``coverUrl``)."""
@@ -323,7 +318,9 @@ class Pipeline:
         better = await self.publisher.better_version(req, target)
         if better is not None:
             return await self.publisher.skipped(better[0], better[1], kept_better=True)
-        served = await self.upstream.stream(meta.id, req.quality)
+        # the cover and lyrics are asked beside the stream: the file is written with them
+        served, extras = await asyncio.gather(self.upstream.stream(meta.id, req.quality),
+                                              self._extras(meta))
         if req.min_quality is not None and served.quality.rank < req.min_quality.rank:
             raise QualityUnavailable(f"the upstream serves {served.quality.value}, below the "
                                      f"minimum {req.min_quality.value}")
@@ -334,21 +331,15 @@ class Pipeline:
             if await self.publisher.already_there(req, target, served.quality):
                 return await self.publisher.skipped(target, served.quality)
         staging = self.staging_dir / f"{req.attempt.key}-{meta.id}.part{extension}"
-        return await self._download_and_publish(req, served, staging, target, on_progress)
+        return await self._download_and_publish(req, served, staging, target, extras,
+                                                on_progress)
 
     async def _download_and_publish(self, req: TrackRequest, served: Served, staging: Path,
-                                    target: Path,
-                                    on_progress: Progress
-                                    ) -> dict[str, Any]:
+                                    target: Path, extras: Extras,
+                                    on_progress: Progress) -> dict[str, Any]:
         try:
-            staging.parent.mkdir(parents=True, exist_ok=True)
-            served = await self._fetch_fresh(req, served, staging, on_progress)
-            extras = await asyncio.gather(self.cover(req.meta), self._lyrics(req.meta.id))
-            cover, lyrics = extras
-            data = tags.TagData(req.meta, served.quality.value, served.replay_gain, cover,
-                                lyrics.text if lyrics else None, req.musicbrainz)
-            parsed, size = await asyncio.to_thread(self._tag_and_sync, staging, data)
-            facts = await verify.verify(staging, req.meta.duration_s, parsed)
+            staged = await self.stager.stage(req, served, staging, extras, on_progress)
+            served, facts = staged.served, staged.facts
             if await self.publisher.same_audio(req, target, facts):
                 staging.unlink()
                 replaced = await asyncio.to_thread(self.publisher.drop_worse_versions, target,
@@ -359,9 +350,9 @@ class Pipeline:
             target, kept = await self.publisher.publish(req, staging, target)
             if kept is not None:
                 return kept
-            replaced = await asyncio.to_thread(self.publisher.settle_in, target, req,
-                                               served.quality, cover,
-                                               lyrics.synced if lyrics else None)
+            replaced = await asyncio.to_thread(
+                self.publisher.settle_in, target, req, served.quality, extras.cover,
+                extras.lyrics.synced if extras.lyrics else None)
         except DownloadError as exc:
             raise _naming_the_track(exc, staging, target) from None
         except OSError as exc:
@@ -369,55 +360,13 @@ class Pipeline:
         finally:
             staging.unlink(missing_ok=True)  # this attempt's own file: no one else's
         return {"path": str(target), "quality": served.quality.value, "codec": facts.codec,
-                "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate, "bytes": size,
-                "skipped": False, "keptBetter": False, "replaced": replaced}
+                "bitDepth": facts.bit_depth, "sampleRate": facts.sample_rate,
+                "bytes": staged.size, "skipped": False, "keptBetter": False,
+                "replaced": replaced}
 
-    @staticmethod
-    def _tag_and_sync(staging: Path, data: tags.TagData) -> tuple[verify.AudioFacts, int]:
-        """Tag the staging file and put it on disk (one trip off the loop); returns what
-        tagging parsed of the stream, and the file's size."""
-        facts = tags.write_tags(staging, data)
-        sync_file(staging)
-        return facts, staging.stat().st_size
-
-    async def _fetch_fresh(self, req: TrackRequest, served: Served, staging: Path,
-                           on_progress: Progress) -> Served:
-        """Fetch the stream; a CDN 403 (expired signature) asks the API again."""
-        def progress(done: int, total: int | None) -> None:
-            req.attempt.fetched(req.meta.id, done, total)
-            if total:
-                on_progress(min(0.99, done / total))
-
-        for attempt in range(FRESH_MANIFEST_TRIES):
-            try:
-                if isinstance(served.stream, DashStream):
-                    await self.fetcher.fetch_dash(served.stream, staging, progress)
-                else:
-                    await self.fetcher.fetch_file(served.stream.url, staging, progress)
-                return served
-            except CdnExpired:
-                if attempt == FRESH_MANIFEST_TRIES - 1:
-                    raise
-                log.info("CDN URL for track %s expired; asking for a fresh one", req.meta.id)
-                staging.unlink(missing_ok=True)
-                served = await self.upstream.stream(req.meta.id, req.quality)
-        raise AssertionError("unreachable")
-
-    async def cover(self, meta: TrackMeta) -> bytes | None:
-        """The album's 1280×1280 cover, fetched once per album (missing covers are fine)."""
-        if not meta.album_cover:
-            return None
-        if meta.album_cover in self._covers:
-            return self._covers[meta.album_cover]
-        url = self.upstream.cover_url(meta.album_cover)
-        data: bytes | None = None
-        try:
-            async with self.fetcher.session.get(url, timeout=self.fetcher.timeout) as resp:
-                if resp.status == 200:
-                    data = await read_capped(resp, 8 << 20)
-        except Exception as exc:  # a cover is decoration: never fail a track for it
-            log.warning("cover %s could not be fetched: %s", url, exc)
-        self._covers[meta.album_cover] = data
-        while len(self._covers) > 32:
-            self._covers.popitem(last=False)
-        return data
+    async def _extras(self, meta: TrackMeta) -> Extras:
+        """The cover (once per album) and, when the settings want them, the lyrics."""
+        cover, lyrics = await asyncio.gather(
+            self.stager.cover(meta),
+            self.upstream.lyrics(meta.id) if self.settings.lyrics else _nothing())
+        return Extras(cover, lyrics)

@@ -18,6 +18,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import aiohttp
 
@@ -48,6 +49,51 @@ def _status_error(status: int, url: str) -> DownloadError:
     return UpstreamUnavailable(f"the CDN answered {status} for {url.split('?')[0]}")
 
 
+class Sink(Protocol):
+    """Where a direct download's bytes go, in order."""
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the remote file taken so far: a resumed fetch asks from here."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Take the next bytes."""
+
+    async def restart(self) -> None:
+        """Forget what was taken: the fetch starts again from the file's first byte."""
+
+
+class FileSink:
+    """A staging file, as the bytes come; a partial one left by an earlier try is resumed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out: BinaryIO | None = None
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    async def write(self, chunk: bytes) -> None:
+        if self._out is None:
+            self._out = self.path.open("ab")
+        self._out.write(chunk)
+        self.offset += len(chunk)
+
+    async def restart(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+        self.offset = 0
+
+
 class Fetcher:
     """Downloads over one aiohttp session."""
 
@@ -63,52 +109,56 @@ class Fetcher:
     # -- direct files -----------------------------------------------------------------------
     async def fetch_file(self, url: str, dest: Path, progress: ProgressFn) -> int:
         """Download ``url`` to ``dest`` (resuming what is there); returns the size."""
+        with FileSink(dest) as sink:
+            return await self.fetch_into(url, sink, progress)
+
+    async def fetch_into(self, url: str, sink: Sink, progress: ProgressFn) -> int:
+        """Download ``url`` into ``sink``, from its offset on; returns the remote size."""
         restarts = 0
         while True:
             try:
-                return await self._fetch_once(url, dest, progress)
+                return await self._fetch_once(url, sink, progress)
             except _Cut as cut:
                 restarts += 1
                 if restarts > MAX_RESUMES:
                     raise UpstreamUnavailable("the CDN kept cutting the download short") from None
                 if not cut.resumable:
-                    dest.unlink(missing_ok=True)
+                    await sink.restart()
             except OSError as exc:
                 raise from_os_error(exc) from exc
 
-    async def _fetch_once(self, url: str, dest: Path, progress: ProgressFn) -> int:
-        have = dest.stat().st_size if dest.exists() else 0
+    async def _fetch_once(self, url: str, sink: Sink, progress: ProgressFn) -> int:
+        have = sink.offset
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
             async with self.session.get(url, headers=headers, timeout=self.timeout) as resp:
                 if resp.status == 416 and have:
-                    dest.unlink()  # what we have is not a prefix of this file
-                    raise _Cut(resumable=False)
+                    raise _Cut(resumable=False)  # what we have is not a prefix of this file
                 if resp.status not in (200, 206):
                     raise _status_error(resp.status, url)
-                if resp.status == 200:
+                if resp.status == 200 and have:
+                    await sink.restart()  # the server sends the whole file again
                     have = 0
                 total = have + resp.content_length if resp.content_length is not None else None
                 resumable = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
-                return await self._stream_body(resp, dest, have, total, resumable, progress)
+                return await self._stream_body(resp, sink, have, total, resumable, progress)
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
                 aiohttp.ClientOSError, TimeoutError) as exc:
-            raise _Cut(resumable=dest.exists()) from exc
+            raise _Cut(resumable=sink.offset > 0) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"CDN request failed: {exc}") from exc
 
-    async def _stream_body(self, resp: aiohttp.ClientResponse, dest: Path, have: int,
+    async def _stream_body(self, resp: aiohttp.ClientResponse, sink: Sink, have: int,
                            total: int | None, resumable: bool, progress: ProgressFn) -> int:
         done = have
-        with dest.open("ab" if have else "wb") as out:
-            try:
-                async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
-                    out.write(chunk)
-                    done += len(chunk)
-                    self.on_bytes(len(chunk))
-                    progress(done, total)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, TimeoutError):
-                raise _Cut(resumable) from None
+        try:
+            async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+                await sink.write(chunk)
+                done += len(chunk)
+                self.on_bytes(len(chunk))
+                progress(done, total)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, TimeoutError):
+            raise _Cut(resumable) from None
         if total is not None and done != total:
             raise _Cut(resumable)
         return done

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mutagen import MutagenError
-from mutagen.flac import FLAC, Picture
+from mutagen.flac import FLAC, Picture, VCFLACDict
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 
 from tidalq.errors import IntegrityFailed
@@ -82,6 +82,14 @@ def write_tags(path: Path, data: TagData) -> AudioFacts:
         raise IntegrityFailed(f"cannot tag {path.name}: {exc}") from exc
 
 
+def _front_cover(cover: bytes) -> Picture:
+    pic = Picture()
+    pic.type, pic.mime, pic.desc = 3, "image/jpeg", "Front Cover"
+    pic.width, pic.height, pic.depth = 1280, 1280, 24
+    pic.data = cover
+    return pic
+
+
 def _write_flac(path: Path, data: TagData) -> AudioFacts:
     audio = FLAC(path)
     audio.delete()
@@ -89,13 +97,22 @@ def _write_flac(path: Path, data: TagData) -> AudioFacts:
     for key, values in _fields(data).items():
         audio[key] = values
     if data.cover:
-        pic = Picture()
-        pic.type, pic.mime, pic.desc = 3, "image/jpeg", "Front Cover"
-        pic.width, pic.height, pic.depth = 1280, 1280, 24
-        pic.data = data.cover
-        audio.add_picture(pic)
+        audio.add_picture(_front_cover(data.cover))
     audio.save()
     return facts_of(audio)
+
+
+def flac_blocks(data: TagData) -> list[tuple[int, bytes]]:
+    """The tags as FLAC metadata blocks (type, body): a VORBIS_COMMENT and, with a cover, a
+    PICTURE; what :func:`write_tags` writes, for a file written with them ahead of its
+    frames (:mod:`tidalq.media.flachead`)."""
+    comment = VCFLACDict()
+    for key, values in _fields(data).items():
+        comment[key] = values
+    blocks = [(4, comment.write(framing=False))]
+    if data.cover:
+        blocks.append((6, _front_cover(data.cover).write()))
+    return blocks
 
 
 _MP4_STANDARD = {"TITLE": "©nam", "ARTIST": "©ART", "ALBUMARTIST": "aART", "ALBUM": "©alb",

@@ -13,6 +13,7 @@ queue for the cores), so the event loop neither forks nor starts a thread per ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import shutil
@@ -145,13 +146,103 @@ async def _decode(path: Path) -> None:
         decoder.kill()
         raise
     if path.suffix == ".flac" and args[1] == "-t":
-        # flac warns (exit 0) about an unset MD5, which DASH-remuxed files legitimately have
-        problems = "" if status == 0 else "\n".join(
-            line for line in problems.splitlines()
-            if "MD5 signature" not in line and "WARNING" not in line.upper())
+        problems = _flac_problems(status, problems)
+    _judge(path.name, status, problems)
+
+
+def _flac_problems(status: int, printed: str) -> str:
+    # flac warns (exit 0) about an unset MD5, which DASH-remuxed files legitimately have
+    return "" if status == 0 else "\n".join(
+        line for line in printed.splitlines()
+        if "MD5 signature" not in line and "WARNING" not in line.upper())
+
+
+def _judge(name: str, status: int, problems: str) -> None:
     if status != 0 or problems:
-        raise IntegrityFailed(f"{path.name} failed a full decode: "
+        raise IntegrityFailed(f"{name} failed a full decode: "
                               f"{problems[:300] or f'exit status {status}'}")
+
+
+def can_check_as_it_arrives() -> bool:
+    """Whether FLAC can be decoded while it downloads (``flac`` is on PATH)."""
+    return _which("flac") is not None
+
+
+class PipedDecode:
+    """``flac -t`` reading a stream on its stdin as its bytes arrive, so the decode overlaps
+    the download and a broken stream fails before its last byte. Still a program of its
+    own: a crafted stream crashes it, not the daemon."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the file's name, for errors
+        self._proc: asyncio.subprocess.Process | None = None
+        self._printed: asyncio.Task[bytes] | None = None
+
+    async def start(self) -> None:
+        flac = _which("flac")
+        assert flac is not None, "can_check_as_it_arrives() said no"
+        self._proc = await asyncio.create_subprocess_exec(
+            flac, "-t", "-s", "-", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        assert self._proc.stderr is not None
+        self._printed = asyncio.create_task(_capped(self._proc.stderr))
+
+    async def feed(self, data: bytes) -> None:
+        """Hand the decoder these bytes; waits while it is behind (its pipe is full).
+        IntegrityFailed as soon as it stopped on a broken stream."""
+        proc = self._running()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            await self._verdict(early=True)
+
+    async def finish(self) -> None:
+        """The stream ended: IntegrityFailed unless the decoder passed all of it."""
+        proc = self._running()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await proc.stdin.wait_closed()
+        await self._verdict(early=False)
+
+    async def _verdict(self, early: bool) -> None:
+        proc = self._running()
+        try:
+            status = await asyncio.wait_for(proc.wait(), DECODE_TIMEOUT_S)
+        except TimeoutError:
+            self.kill()
+            raise IntegrityFailed(f"{self.name} failed a full decode: "
+                                  f"no end after {DECODE_TIMEOUT_S}s") from None
+        assert self._printed is not None
+        problems = _flac_problems(status, (await self._printed).decode(errors="replace"))
+        self._proc = None
+        if early and status == 0:
+            problems = "the decoder stopped before the end of the stream"
+        _judge(self.name, status, problems.strip())
+
+    def _running(self) -> asyncio.subprocess.Process:
+        if self._proc is None:
+            raise IntegrityFailed(f"{self.name}: the decoder is not running")
+        return self._proc
+
+    def kill(self) -> None:
+        """Stop the decoder (a cancelled job, a fetch that starts over); idempotent."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        if self._printed is not None and not self._printed.done():
+            self._printed.cancel()
+
+
+async def _capped(stream: asyncio.StreamReader, keep: int = 4096) -> bytes:
+    """What a program prints, read to its end (so it never blocks on a full pipe); the
+    first ``keep`` bytes kept."""
+    kept = b""
+    while chunk := await stream.read(65536):
+        kept = (kept + chunk)[:keep]
+    return kept
 
 
 async def verify(path: Path, expected_duration_s: float,
@@ -161,11 +252,16 @@ async def verify(path: Path, expected_duration_s: float,
     file need not be parsed a second time."""
     facts = parsed if parsed is not None and can_decode(path) else \
         await asyncio.to_thread(probe, path)
+    check_facts(path, facts, expected_duration_s)
+    await _decode(path)
+    return facts
+
+
+def check_facts(path: Path, facts: AudioFacts, expected_duration_s: float) -> None:
+    """The stream's codec matches the file's extension and it lasts what the API said."""
     codec_ok = (facts.codec == "flac") == (path.suffix == ".flac")
     if not codec_ok or (path.suffix == ".m4a" and not facts.codec.startswith(("mp4a", "alac"))):
         raise IntegrityFailed(f"{path.name}: codec {facts.codec} does not match its extension")
     if not duration_ok(facts.duration_s, expected_duration_s):
         raise IntegrityFailed(f"{path.name} lasts {facts.duration_s:.1f}s, "
                               f"the upstream says {expected_duration_s:.1f}s")
-    await _decode(path)
-    return facts

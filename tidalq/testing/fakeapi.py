@@ -6,7 +6,8 @@ Serves the API (``/info/``, ``/track/``, ``/trackManifests/``, ``/album/``, ``/l
 ``127.0.0.1:0`` with :func:`start_fake`; a person or another process runs
 ``python -m tidalq.testing.fakeapi --port 8080``. Faults are set in-process through
 ``FakeUpstream.faults`` or over HTTP with ``POST /_fake/faults`` (JSON); every request is
-recorded (``FakeUpstream.requests``, ``GET /_fake/requests``).
+recorded (``FakeUpstream.requests``, ``GET /_fake/requests``), and what each CDN body
+sent before it ended (``GET /_fake/cdn``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class FakeUpstream:
         self.media.add_to(r)
         r.add_post("/_fake/faults", self.set_faults)
         r.add_get("/_fake/requests", self.get_requests)
+        r.add_get("/_fake/cdn", self.get_cdn_bodies)
         r.add_post("/_fake/reset", self.reset)
         # MusicBrainz for this catalogue, for daemons in other processes (musicbrainz_url =
         # <fake>/mb); in-process tests may start a FakeMusicBrainz of their own
@@ -304,9 +306,13 @@ class FakeUpstream:
     async def get_requests(self, request: web.Request) -> web.Response:
         return web.json_response([asdict(r) for r in self.requests])
 
+    async def get_cdn_bodies(self, request: web.Request) -> web.Response:
+        return web.json_response(self.media.bodies)
+
     async def reset(self, request: web.Request) -> web.Response:
         self.faults.__dict__.update(asdict(Faults()))  # in place: the CDN shares it
         self.requests.clear()
+        self.media.bodies.clear()
         return web.json_response({"ok": True})
 
 

@@ -7,6 +7,7 @@ of :class:`Faults` (resets, 403s, cut and corrupted bodies, stalls, throttling);
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class FakeCdn:
         self.cache = cache_dir
         self.faults = faults
         self.token = "sig1"
+        self.bodies: list[dict[str, Any]] = []  # what each CDN body sent before it ended
         self._locks: dict[str, asyncio.Lock] = {}
 
     def add_to(self, router: web.UrlDispatcher) -> None:
@@ -171,8 +173,11 @@ class FakeCdn:
             handle.seek(start)
         try:
             pos = start
+            half = (size - start) // 2
             while pos < size:
                 n = min(CHUNK, size - pos)
+                if f.cdn_stall_s and not stalled and sent < half:
+                    n = min(n, half - sent)  # the stall comes mid-body, even in a small one
                 chunk = source[pos:pos + n] if isinstance(source, bytes) else handle.read(n)  # type: ignore[union-attr]
                 if pos <= corrupt_at < pos + len(chunk):
                     flip = corrupt_at - pos
@@ -186,7 +191,7 @@ class FakeCdn:
                 await resp.write(chunk)
                 sent += len(chunk)
                 pos += len(chunk)
-                if f.cdn_stall_s and not stalled and sent >= (size - start) // 2:
+                if f.cdn_stall_s and not stalled and sent >= half:
                     stalled = True
                     await asyncio.sleep(f.cdn_stall_s)
                 if f.throttle_bps:
@@ -196,6 +201,8 @@ class FakeCdn:
         finally:
             if handle is not None:
                 handle.close()
+            self.bodies.append({"path": request.path, "sent": sent, "size": size - start,
+                                "ended": time.time()})
         await resp.write_eof()
 
     async def cover(self, request: web.Request) -> web.Response:

@@ -1,0 +1,92 @@
+"""A FLAC served whole is verified as it downloads: written once with its tags ahead of its
+frames, decoded by ``flac -t`` reading the same bytes as they arrive (the decode overlaps
+the network, and a broken stream stops its download before the last byte). Observed
+through the installed daemon and CLI, a ``flac`` on PATH that notes how it was run, and the
+fake CDN's record of what it sent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from mutagen.flac import FLAC
+
+from tests.helpers import FakeProcess, wait_until
+from tests.test_account import wait_job
+
+FLAC_BLOCK_NAMES = {0: "STREAMINFO", 1: "PADDING", 3: "SEEKTABLE", 4: "VORBIS_COMMENT",
+                    6: "PICTURE"}
+
+
+def noting_flac(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A ``flac`` first on PATH that appends "<start time> <args>" to a log, then runs the
+    real one; returns the daemon's PATH and the log."""
+    real = subprocess.run(["sh", "-c", "command -v flac"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    bin_dir = tmp_path / "noting-bin"
+    bin_dir.mkdir()
+    log = tmp_path / "flac-runs.log"
+    wrapper = bin_dir / "flac"
+    wrapper.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+
+
+def metadata_and_frames(data: bytes) -> tuple[list[str], bytes]:
+    """The names of a FLAC file's metadata blocks in order, and its frames."""
+    assert data[:4] == b"fLaC"
+    names, pos = [], 4
+    while True:
+        head, size = data[pos], int.from_bytes(data[pos + 1:pos + 4], "big")
+        names.append(FLAC_BLOCK_NAMES.get(head & 0x7F, str(head & 0x7F)))
+        pos += 4 + size
+        if head & 0x80:
+            return names, data[pos:]
+
+
+def test_a_track_is_decoded_while_it_downloads_and_written_once_with_its_tags_first(
+        make_daemon: Any, fake_proc: FakeProcess, tmp_path: Path) -> None:
+    path_env, runs = noting_flac(tmp_path)
+    fake_proc.faults(throttle_bps=500_000)  # about 1.4 s for the track's 0.7 MB
+    d = make_daemon(**path_env)
+    job = d.cli("add", "track", "1001").stdout.strip()
+    wait_job(d, job)
+    sent = [b for b in fake_proc.cdn_bodies() if b["path"] == "/cdn/1001/track.flac"]
+    assert len(sent) == 1 and sent[0]["sent"] == sent[0]["size"]
+    started = [line.split(" ", 1) for line in runs.read_text().splitlines()]
+    assert [args for _, args in started] == ["-t -s -"]  # one decode, from its stdin
+    assert float(started[0][0]) < sent[0]["ended"] - 0.5  # began well before the last byte
+
+    track = tmp_path / "lib" / "Test Artist" / "First Light" / "01 - Opening.flac"
+    blocks, frames = metadata_and_frames(track.read_bytes())
+    assert blocks == ["STREAMINFO", "VORBIS_COMMENT", "PICTURE", "PADDING"]
+    with urllib.request.urlopen(f"{fake_proc.url}/cdn/1001/track.flac?token=sig1") as resp:
+        assert metadata_and_frames(resp.read())[1] == frames  # the CDN's frames, unchanged
+    tags = FLAC(track)
+    assert tags["TITLE"] == ["Opening"] and tags["TIDAL_TRACK_ID"] == ["1001"]
+    assert tags["LYRICS"] and tags.pictures[0].data[:2] == b"\xff\xd8"  # a JPEG cover
+    subprocess.run(["flac", "-t", "-s", str(track)], check=True)
+
+
+def test_a_broken_stream_stops_before_its_last_byte_and_nothing_reaches_the_library(
+        make_daemon: Any, fake_proc: FakeProcess, tmp_path: Path) -> None:
+    fake_proc.faults(throttle_bps=500_000, cdn_corrupt=1)  # bytes flipped mid-body once
+    d = make_daemon()
+    job = d.cli("add", "track", "1003").stdout.strip()
+    failed = wait_job(d, job, "failed")
+    assert failed["failureCode"] == "INTEGRITY" and "failed a full decode" in failed["error"]
+    assert "03 - Closing.flac" in failed["error"]  # the track's name, not a staging file's
+    wait_until(lambda: bool(fake_proc.cdn_bodies()), 10, "the CDN to notice the hang-up")
+    [body] = fake_proc.cdn_bodies()
+    assert body["sent"] < body["size"] * 0.9, body  # abandoned soon after the flip
+    track = tmp_path / "lib" / "Test Artist" / "First Light" / "03 - Closing.flac"
+    assert not track.exists()
+    assert not [p for p in (tmp_path / "lib").rglob("*") if p.is_file() and ".part" in p.name]
+
+    d.cli("retry", job)  # the CDN sends it whole this time
+    wait_job(d, job)
+    assert fake_proc.cdn_bodies()[-1]["sent"] == body["size"]
+    subprocess.run(["flac", "-t", "-s", str(track)], check=True)
