@@ -176,8 +176,8 @@ class FakeCdn:
             half = (size - start) // 2
             while pos < size:
                 n = min(CHUNK, size - pos)
-                if f.cdn_stall_s and not stalled and sent < half:
-                    n = min(n, half - sent)  # the stall comes mid-body, even in a small one
+                if f.cdn_stall_s and not stalled and start == 0 and sent < half:
+                    n = min(n, half - sent)  # mid-body, even in a body of one chunk
                 chunk = source[pos:pos + n] if isinstance(source, bytes) else handle.read(n)  # type: ignore[union-attr]
                 if pos <= corrupt_at < pos + len(chunk):
                     flip = corrupt_at - pos
