@@ -14,7 +14,7 @@ from typing import Any
 
 from mutagen.flac import FLAC
 
-from tests.helpers import FakeProcess, wait_until
+from tests.helpers import FakeProcess, running, wait_until
 from tests.test_account import wait_job
 
 FLAC_BLOCK_NAMES = {0: "STREAMINFO", 1: "PADDING", 3: "SEEKTABLE", 4: "VORBIS_COMMENT",
@@ -90,3 +90,34 @@ def test_a_broken_stream_stops_before_its_last_byte_and_nothing_reaches_the_libr
     wait_job(d, job)
     assert fake_proc.cdn_bodies()[-1]["sent"] == body["size"]
     subprocess.run(["flac", "-t", "-s", str(track)], check=True)
+
+
+def decoders_of(pid: int) -> list[int]:
+    """The ``flac -t -s -`` processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and args[0].endswith(b"flac") and args[1:4] == [b"-t", b"-s", b"-"] \
+                and running(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_cancelling_a_download_stops_its_decoder(make_daemon: Any, fake_proc: FakeProcess,
+                                                 tmp_path: Path) -> None:
+    fake_proc.faults(throttle_bps=100_000)  # seven seconds for the track
+    d = make_daemon()
+    assert d.proc is not None
+    job = d.cli("add", "track", "1001").stdout.strip()
+    wait_until(lambda: bool(decoders_of(d.proc.pid)), 15, "the decoder to start")
+    [decoder] = decoders_of(d.proc.pid)
+    d.cli("cancel", job)
+    wait_job(d, job, "cancelled")
+    wait_until(lambda: not running(decoder), 10, "the decoder to be stopped")
+    assert not list((tmp_path / "lib").rglob("*.flac"))
