@@ -5,7 +5,8 @@
 Starts the fake upstream in a process of its own (a real upstream is another machine: it
 must not share the daemon's interpreter), warms it by fetching every file once, then, in
 the same run for each kind: tidalq (a daemon in this process, 4 slots, SQLite) from submit
-to completed (album 300: 210 tracks of about 0.7 MB; the 500-track playlist), and
+to completed (album 300: 210 tracks of about 0.7 MB; the 500-track playlist; an artist
+whose releases are that playlist's five 100-track albums), and
 ``curl --parallel --parallel-max 4`` fetching the same CDN files to a scratch folder.
 ``api_requests_per_track`` counts the upstream API requests tidalq made (CDN excluded;
 with ``lyrics = on``, the default, one of them per track is the lyrics).
@@ -13,7 +14,8 @@ with ``lyrics = on``, the default, one of them per track is the lyrics).
 (API calls, tagging, verification, fsync, rename). One JSON line per kind per run, and
 with ``--runs`` above 1 a line of medians per kind.
 
-tidalq decodes every file whole before publishing it (``flac -t``); curl checks nothing.
+tidalq decodes every file whole before publishing it (``flac -t``, fed the file's bytes
+as they arrive, the tags already ahead of the frames); curl checks nothing.
 So that the floor this sets is in view, the same run times ``flac -t`` over curl's files,
 one process per core (``flac_t_s``), and prints the ratio to curl followed by that test
 (``ratio_to_curl_then_flac_t``): what a user fetching with curl would run to know the
@@ -46,11 +48,12 @@ from collections.abc import Iterator
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
 from tidalq.models import JobSpec
-from tidalq.testing.catalog import BENCH_PLAYLIST, Catalog
+from tidalq.testing.catalog import BENCH_ARTIST, BENCH_PLAYLIST, Catalog
 from tidalq.testing.localservers import free_port
 
 KINDS = {"album": (JobSpec("album", 300), [300]),
-         "playlist": (JobSpec("playlist", BENCH_PLAYLIST), [950, 951, 952, 953, 954])}
+         "playlist": (JobSpec("playlist", BENCH_PLAYLIST), [950, 951, 952, 953, 954]),
+         "artist": (JobSpec("artist", BENCH_ARTIST), [950, 951, 952, 953, 954])}
 
 
 @contextlib.contextmanager

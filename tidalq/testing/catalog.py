@@ -74,6 +74,7 @@ PLAYLIST = "1a2b3c4d-0000-4000-8000-00000000a001"
 LONG_NAMES_PLAYLIST = "1a2b3c4d-0000-4000-8000-00000000a420"
 LONG_NAME = "Lång ä日🎵ø語 " * 14 + "end"  # 297 bytes of UTF-8 in five scripts
 BENCH_PLAYLIST = "1a2b3c4d-0000-4000-8000-00000000b500"
+BENCH_ARTIST = 90  # the benchmark's five 100-track albums, as an artist's releases
 MIX = "0123456789abcdef0123456789abcd"
 PAGING_ARTIST = 80
 
@@ -167,6 +168,8 @@ class Catalog:
                           artists=[paging])], artist=dict(owner), kind=kind))
             releases[listing].append(album_id)
         self.artists[PAGING_ARTIST] = FakeArtist(PAGING_ARTIST, "Paging Artist", releases)
+        self.artists[BENCH_ARTIST] = FakeArtist(BENCH_ARTIST, "Bench Artist", {
+            "ALBUMS": [a.id for a in bench], "EPSANDSINGLES": [], "COMPILATIONS": []})
         self.artists[77] = FakeArtist(77, "Test Artist", {
             "ALBUMS": [100, 110, 200], "EPSANDSINGLES": [], "COMPILATIONS": []})
 
