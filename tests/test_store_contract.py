@@ -485,3 +485,10 @@ async def test_a_waiting_job_moves_to_its_new_priority(store: JobStore) -> None:
         await store.set_priority(a.id, Priority.HIGH)
     kinds = [e.kind for e in await store.events_after("0", 100) if e.job_id == c.id]
     assert "priority_changed" in kinds
+
+
+async def test_an_artist_job_built_without_release_kinds_reads_back(store: JobStore) -> None:
+    """A spec made in code (a benchmark, a follow) gets the default kinds, as one parsed
+    from a client does; before, it was stored with none and every read of it failed."""
+    job, _ = await store.submit(JobSpec("artist", 90))
+    assert (await store.get(job.id)).spec.include == ("albums", "eps", "singles")

@@ -68,6 +68,10 @@ class JobSpec:
     # fields web clients send that tidalq keeps and echoes (see CLIENT_FIELDS)
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.type == "artist" and not self.include:  # what from_json gives it too
+            object.__setattr__(self, "include", DEFAULT_INCLUDE)
+
     @property
     def dedupe_key(self) -> str:
         return f"{self.type}:{self.tidal_id}:{self.quality.value}"
