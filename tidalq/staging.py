@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,48 +68,58 @@ class Stager:
 
     async def _checked_as_it_arrives(self, req: TrackRequest, served: Served, staging: Path,
                                      extras: Extras, on_progress: Progress) -> Staged:
+        progress = self._progress(req, on_progress)
         async with CheckedFlac(staging, tags.flac_blocks(_tag_data(req, served, extras))
                                ) as sink:
-            for attempt in range(FRESH_MANIFEST_TRIES):
-                try:
-                    if not isinstance(served.stream, DirectStream):
-                        raise ManifestError("a fresh manifest named a DASH stream where "
-                                            "the first named a file")
-                    await self.fetcher.fetch_into(served.stream.url, sink,
-                                                  self._progress(req, on_progress))
-                    break
-                except CdnExpired:
-                    served = await self._fresh_manifest(req, attempt)
-                    await sink.restart(tags.flac_blocks(_tag_data(req, served, extras)))
+            async def fetch(served: Served) -> None:
+                if not isinstance(served.stream, DirectStream):
+                    raise ManifestError("a fresh manifest named a DASH stream where the "
+                                        "first named a file")
+                await self.fetcher.fetch_into(served.stream.url, sink, progress)
+
+            async def start_over(served: Served) -> None:
+                await sink.restart(tags.flac_blocks(_tag_data(req, served, extras)))
+
+            served = await self._fetch_fresh(req, served, fetch, start_over)
             facts, size = await sink.finish()
         verify.check_facts(staging, facts, req.meta.duration_s)
         return Staged(served, facts, size)
 
     async def _fetched_then_checked(self, req: TrackRequest, served: Served, staging: Path,
                                     extras: Extras, on_progress: Progress) -> Staged:
-        for attempt in range(FRESH_MANIFEST_TRIES):
-            try:
-                if isinstance(served.stream, DashStream):
-                    await self.fetcher.fetch_dash(served.stream, staging,
-                                                  self._progress(req, on_progress))
-                else:
-                    await self.fetcher.fetch_file(served.stream.url, staging,
-                                                  self._progress(req, on_progress))
-                break
-            except CdnExpired:
-                served = await self._fresh_manifest(req, attempt)
-                staging.unlink(missing_ok=True)
+        progress = self._progress(req, on_progress)
+
+        async def fetch(served: Served) -> None:
+            if isinstance(served.stream, DashStream):
+                await self.fetcher.fetch_dash(served.stream, staging, progress)
+            else:
+                await self.fetcher.fetch_file(served.stream.url, staging, progress)
+
+        async def start_over(served: Served) -> None:
+            staging.unlink(missing_ok=True)
+
+        served = await self._fetch_fresh(req, served, fetch, start_over)
         data = _tag_data(req, served, extras)
         parsed, size = await asyncio.to_thread(_tag_and_sync, staging, data)
         facts = await verify.verify(staging, req.meta.duration_s, parsed)
         return Staged(served, facts, size)
 
-    async def _fresh_manifest(self, req: TrackRequest, attempt: int) -> Served:
-        """A CDN 403 (an expired signature): the upstream is asked for the stream again."""
-        if attempt == FRESH_MANIFEST_TRIES - 1:
-            raise CdnExpired("the CDN refused the signed URL (expired), every time")
-        log.info("CDN URL for track %s expired; asking for a fresh one", req.meta.id)
-        return await self.upstream.stream(req.meta.id, req.quality)
+    async def _fetch_fresh(self, req: TrackRequest, served: Served,
+                           fetch: Callable[[Served], Awaitable[None]],
+                           start_over: Callable[[Served], Awaitable[None]]) -> Served:
+        """Fetch the stream; a CDN 403 (an expired signature) asks the upstream for it
+        again and starts over. Returns what was fetched in the end."""
+        for attempt in range(FRESH_MANIFEST_TRIES):
+            try:
+                await fetch(served)
+                return served
+            except CdnExpired:
+                if attempt == FRESH_MANIFEST_TRIES - 1:
+                    raise
+                log.info("CDN URL for track %s expired; asking for a fresh one", req.meta.id)
+                served = await self.upstream.stream(req.meta.id, req.quality)
+                await start_over(served)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _progress(req: TrackRequest, on_progress: Progress) -> Callable[[int, int | None],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tidalq.media.flachead import Block, FlacHead
-from tidalq.media.verify import AudioFacts, PipedDecode
+from tidalq.media.verify import AudioFacts, PipedDecode, facts_of_streaminfo
 
 
 class CheckedFlac:
@@ -75,10 +75,7 @@ class CheckedFlac:
         out, self._out = self._out, None
         await asyncio.to_thread(_sync_and_close, out)
         await self._decoder.finish()
-        md5 = info.md5 if any(info.md5) else None
-        duration = info.total_samples / info.sample_rate if info.sample_rate else 0.0
-        facts = AudioFacts("flac", duration, info.sample_rate, info.bits_per_sample, md5)
-        return facts, self.path.stat().st_size
+        return facts_of_streaminfo(info), self.path.stat().st_size
 
 
 def _sync_and_close(out: BinaryIO) -> None:

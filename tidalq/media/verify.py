@@ -8,6 +8,8 @@ The decode runs in a program of its own, never in the daemon: a file crafted to 
 decoder crashes that program only. Decoders are started and waited for on a small pool of
 threads, as many as the machine has cores (a decode is CPU work: more at once would only
 queue for the cores), so the event loop neither forks nor starts a thread per child.
+:class:`PipedDecode` runs ``flac -t`` on a stream's bytes as they download (started on the
+same threads); :func:`_decode` runs a decoder over a finished file.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mutagen.flac import FLAC
 from mutagen.mp4 import MP4
 
 from tidalq.errors import IntegrityFailed
+from tidalq.media.flac import StreamInfo
 
 DECODE_TIMEOUT_S = 600
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
@@ -83,6 +86,13 @@ def facts_of(audio: FLAC | MP4) -> AudioFacts:
     mp4 = audio.info
     return AudioFacts(str(mp4.codec), float(mp4.length), int(mp4.sample_rate),
                       int(getattr(mp4, "bits_per_sample", 0)) or None, None)
+
+
+def facts_of_streaminfo(info: StreamInfo) -> AudioFacts:
+    """What a FLAC stream's STREAMINFO says of it (an all-zero MD5 is an unset one)."""
+    duration = info.total_samples / info.sample_rate if info.sample_rate else 0.0
+    return AudioFacts("flac", duration, info.sample_rate, info.bits_per_sample,
+                      info.md5 if any(info.md5) else None)
 
 
 def can_decode(path: Path) -> bool:
@@ -265,17 +275,19 @@ class PipedDecode:
             with contextlib.suppress(OSError):
                 if proc.stdin is not None:
                     proc.stdin.close()
-            proc.kill()  # a no-op once it ended
-            _decoders().submit(proc.wait)  # reaped off the loop
+            _stop(proc)
         if self._printed is not None:
             self._printed.close()
 
 
 def _kill_spawned(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
     if not spawning.cancelled() and spawning.exception() is None:
-        proc = spawning.result()
-        proc.kill()
-        _decoders().submit(proc.wait)
+        _stop(spawning.result())
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()  # a no-op once it ended
+    _decoders().submit(proc.wait)  # reaped off the loop
 
 
 def _wake(ready: asyncio.Future[None]) -> None:
