@@ -14,8 +14,9 @@ with ``lyrics = on``, the default, one of them per track is the lyrics).
 (API calls, tagging, verification, fsync, rename). One JSON line per kind per run, and
 with ``--runs`` above 1 a line of medians per kind.
 
-tidalq decodes every file whole before publishing it (``flac -t``, fed the file's bytes
-as they arrive, the tags already ahead of the frames); curl checks nothing.
+tidalq decodes every file whole before publishing it (libFLAC in decoder programs that
+outlive a track, fed the file's bytes as they arrive, the tags already ahead of the
+frames); curl checks nothing.
 So that the floor this sets is in view, the same run times ``flac -t`` over curl's files,
 one process per core (``flac_t_s``), and prints the ratio to curl followed by that test
 (``ratio_to_curl_then_flac_t``): what a user fetching with curl would run to know the

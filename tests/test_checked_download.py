@@ -1,13 +1,15 @@
 """A FLAC served whole is verified as it downloads: written once with its tags ahead of its
-frames, decoded by ``flac -t`` reading the same bytes as they arrive (the decode overlaps
-the network, and a broken stream stops its download before the last byte). Observed
-through the installed daemon and CLI, a ``flac`` on PATH that notes how it was run, and the
-fake CDN's record of what it sent."""
+frames, decoded by a decoder program reading the same bytes as they arrive (the decode
+overlaps the network, and a broken stream stops its download before the last byte); the
+decoders outlive a track. Observed through the installed daemon and CLI, the decoders'
+processes in /proc, and the fake CDN's record of what it sent."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,18 +23,29 @@ FLAC_BLOCK_NAMES = {0: "STREAMINFO", 1: "PADDING", 3: "SEEKTABLE", 4: "VORBIS_CO
                     6: "PICTURE"}
 
 
-def noting_flac(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """A ``flac`` first on PATH that appends "<start time> <args>" to a log, then runs the
-    real one; returns the daemon's PATH and the log."""
-    real = subprocess.run(["sh", "-c", "command -v flac"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    bin_dir = tmp_path / "noting-bin"
-    bin_dir.mkdir()
-    log = tmp_path / "flac-runs.log"
-    wrapper = bin_dir / "flac"
-    wrapper.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {log}\nexec {real} "$@"\n')
-    wrapper.chmod(0o755)
-    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+def decoders_of(pid: int) -> list[int]:
+    """The decoder programs (``python -m tidalq.media.decoders``) whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and args[1:3] == [b"-m", b"tidalq.media.decoders"] \
+                and running(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def bytes_read(pid: int) -> int:
+    """What process ``pid`` has read so far (its modules at start-up included)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/<pid>/io")
 
 
 def metadata_and_frames(data: bytes) -> tuple[list[str], bytes]:
@@ -49,16 +62,20 @@ def metadata_and_frames(data: bytes) -> tuple[list[str], bytes]:
 
 def test_a_track_is_decoded_while_it_downloads_and_written_once_with_its_tags_first(
         make_daemon: Any, fake_proc: FakeProcess, tmp_path: Path) -> None:
-    path_env, runs = noting_flac(tmp_path)
     fake_proc.faults(throttle_bps=500_000)  # about 1.4 s for the track's 0.7 MB
-    d = make_daemon(**path_env)
+    d = make_daemon()
+    assert d.proc is not None
     job = d.cli("add", "track", "1001").stdout.strip()
+    wait_until(lambda: bool(decoders_of(d.proc.pid)), 15, "the decoder to start")
+    [decoder] = decoders_of(d.proc.pid)
+    at_start = bytes_read(decoder)
+    wait_until(lambda: bytes_read(decoder) > at_start + 300_000, 15,
+               "the decoder to read the stream")
+    assert not [b for b in fake_proc.cdn_bodies() if b["path"] == "/cdn/1001/track.flac"], \
+        "the decoder read 300 kB only after the CDN's last byte"
     wait_job(d, job)
     sent = [b for b in fake_proc.cdn_bodies() if b["path"] == "/cdn/1001/track.flac"]
-    assert len(sent) == 1 and sent[0]["sent"] == sent[0]["size"]
-    started = [line.split(" ", 1) for line in runs.read_text().splitlines()]
-    assert [args for _, args in started] == ["-t -s -"]  # one decode, from its stdin
-    assert float(started[0][0]) < sent[0]["ended"] - 0.5  # began well before the last byte
+    assert len(sent) == 1 and sent[0]["sent"] == sent[0]["size"]  # one download, whole
 
     track = tmp_path / "lib" / "Test Artist" / "First Light" / "01 - Opening.flac"
     blocks, frames = metadata_and_frames(track.read_bytes())
@@ -92,23 +109,6 @@ def test_a_broken_stream_stops_before_its_last_byte_and_nothing_reaches_the_libr
     subprocess.run(["flac", "-t", "-s", str(track)], check=True)
 
 
-def decoders_of(pid: int) -> list[int]:
-    """The ``flac -t -s -`` processes whose parent is ``pid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid and args[0].endswith(b"flac") and args[1:4] == [b"-t", b"-s", b"-"] \
-                and running(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
 def test_cancelling_a_download_stops_its_decoder(make_daemon: Any, fake_proc: FakeProcess,
                                                  tmp_path: Path) -> None:
     fake_proc.faults(throttle_bps=100_000)  # seven seconds for the track
@@ -121,3 +121,47 @@ def test_cancelling_a_download_stops_its_decoder(make_daemon: Any, fake_proc: Fa
     wait_job(d, job, "cancelled")
     wait_until(lambda: not running(decoder), 10, "the decoder to be stopped")
     assert not list((tmp_path / "lib").rglob("*.flac"))
+
+
+def test_an_albums_tracks_share_decoders_and_a_killed_one_fails_only_its_track(
+        make_daemon: Any, fake_proc: FakeProcess, tmp_path: Path) -> None:
+    d = make_daemon(TIDALQ_MAX_CONCURRENT="2")
+    assert d.proc is not None
+    wait_job(d, d.cli("add", "album", "200").stdout.strip())
+    files = sorted((tmp_path / "lib").rglob("*.flac"))
+    assert len(files) == 4
+    for path in files:
+        subprocess.run(["flac", "-t", "-s", str(path)], check=True)
+    # a decoder is kept for the next stream once its own passed: four tracks, two slots,
+    # no more than two decoders (one each would leave four waiting here)
+    kept = decoders_of(d.proc.pid)
+    assert 1 <= len(kept) <= 2, kept
+
+    fake_proc.faults(throttle_bps=100_000)
+    job = d.cli("add", "track", "1001").stdout.strip()
+    busy: list[int] = []
+
+    def one_reading() -> bool:
+        busy[:] = [p for p in [_reading(d.proc.pid)] if p is not None]
+        return bool(busy)
+
+    wait_until(one_reading, 15, "a decoder reading the stream")
+    os.kill(busy[0], signal.SIGKILL)
+    failed = wait_job(d, job, "failed")
+    assert failed["failureCode"] == "INTEGRITY", failed
+    assert "the decoder ended (killed by signal 9)" in failed["error"], failed["error"]
+    fake_proc.faults()
+    d.cli("retry", job)  # a new decoder for it
+    wait_job(d, job)
+    track = tmp_path / "lib" / "Test Artist" / "First Light" / "01 - Opening.flac"
+    subprocess.run(["flac", "-t", "-s", str(track)], check=True)
+
+
+def _reading(daemon: int) -> int | None:
+    """A decoder of ``daemon`` that is in the middle of a stream (it read more since)."""
+    try:
+        before = {p: bytes_read(p) for p in decoders_of(daemon)}
+        time.sleep(0.2)
+        return next((p for p, was in before.items() if bytes_read(p) > was), None)
+    except FileNotFoundError:  # one ended meanwhile
+        return None

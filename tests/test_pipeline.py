@@ -276,10 +276,11 @@ async def test_cancel_stops_the_download_within_a_second(session: aiohttp.Client
 async def test_cancel_during_the_decode_kills_the_decoder(session: aiohttp.ClientSession,
                                                         fake: RunningFake, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    pid_file = slow_decoder(tmp_path, "flac", monkeypatch)
+    # AAC is decoded once it is down (a FLAC served whole: see test_checked_download)
+    pid_file = slow_decoder(tmp_path, "ffmpeg", monkeypatch)
     library = tmp_path / "lib"
     task = asyncio.create_task(make_pipeline(session, fake, library).run_track_job(
-        job("track", 1003), no_report))
+        job("track", 1003, Quality.HIGH), no_report))
     pid = await started_pid(pid_file)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

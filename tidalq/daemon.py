@@ -32,6 +32,7 @@ from tidalq.http_api import HttpApi
 from tidalq.instance import Instance, dead_instances, instance_of, live_instances, worker_name
 from tidalq.library.locks import folder_locks
 from tidalq.login import LoginDesk
+from tidalq.media import decoders
 from tidalq.media.fetch import Fetcher
 from tidalq.media.verify import available_checks
 from tidalq.notify import Notifier
@@ -307,6 +308,7 @@ class Daemon:
             await self.http.close()
         if self.session is not None:
             await self.session.close()
+        decoders.of_this_loop().close()
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()

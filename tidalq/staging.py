@@ -3,7 +3,7 @@ next is the pipeline's and the publisher's.
 
 FLAC served whole is verified as it arrives (:mod:`tidalq.media.checked`): tags ahead of
 the frames, one write, the decode overlapping the download. DASH (remuxed as its segments
-come, its STREAMINFO patched at the end), AAC, and machines without ``flac`` go the long
+come, its STREAMINFO patched at the end), AAC, and machines without libFLAC go the long
 way round: fetch, tag, sync, then decode the file.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from tidalq.attempt import TrackRequest
 from tidalq.errors import CdnExpired, ManifestError
 from tidalq.library.files import sync_file
-from tidalq.media import tags, verify
+from tidalq.media import decoders, tags, verify
 from tidalq.media.checked import CheckedFlac
 from tidalq.media.fetch import Fetcher
 from tidalq.models import TrackMeta
@@ -151,9 +151,9 @@ class Stager:
 
 
 def _checkable_as_it_arrives(served: Served) -> bool:
-    """FLAC served whole, and ``flac`` here to decode it."""
+    """FLAC served whole, and libFLAC here to decode it."""
     return isinstance(served.stream, DirectStream) and served.stream.codec == "flac" \
-        and verify.can_check_as_it_arrives()
+        and decoders.available()
 
 
 def _tag_data(req: TrackRequest, served: Served, extras: Extras) -> tags.TagData:

@@ -1,7 +1,7 @@
 """A FLAC file verified as it downloads: the CDN's bytes go through
 :class:`~tidalq.media.flachead.FlacHead` (tidalq's tags ahead of the frames), and what comes
-out is written to the staging file and fed to ``flac -t`` at once
-(:class:`~tidalq.media.verify.PipedDecode`). So the file is written once, the decode runs
+out is written to the staging file and fed to a decoder at once
+(:class:`~tidalq.media.decoders.StreamDecode`). So the file is written once, the decode runs
 while the network is busy instead of after it, and what the decoder passed is, byte for
 byte, what is published. A stream the decoder rejects stops the download there.
 
@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from tidalq.media.decoders import StreamDecode
 from tidalq.media.flachead import Block, FlacHead
-from tidalq.media.verify import AudioFacts, PipedDecode, facts_of_streaminfo
+from tidalq.media.verify import AudioFacts, facts_of_streaminfo
 
 
 class CheckedFlac:
@@ -28,7 +29,7 @@ class CheckedFlac:
         self.path = path
         self._head = FlacHead(tags)
         self._out: BinaryIO | None = None
-        self._decoder = PipedDecode(path.name)
+        self._decoder = StreamDecode(path.name)
 
     async def __aenter__(self) -> CheckedFlac:
         await self._begin()
@@ -64,7 +65,7 @@ class CheckedFlac:
         self._decoder.kill()
         self._close()
         self._head.restart(tags)
-        self._decoder = PipedDecode(self.path.name)
+        self._decoder = StreamDecode(self.path.name)
         await self._begin()
 
     async def finish(self) -> tuple[AudioFacts, int]:

@@ -8,36 +8,31 @@ The decode runs in a program of its own, never in the daemon: a file crafted to 
 decoder crashes that program only. Decoders are started and waited for on a small pool of
 threads, as many as the machine has cores (a decode is CPU work: more at once would only
 queue for the cores), so the event loop neither forks nor starts a thread per child.
-:class:`PipedDecode` runs ``flac -t`` on a stream's bytes as they download (started on the
-same threads); :func:`_decode` runs a decoder over a finished file.
+:func:`_decode` runs a decoder over a finished file; a FLAC served whole is decoded as it
+downloads instead, by :mod:`tidalq.media.decoders`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import functools
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from mutagen import MutagenError
 from mutagen.flac import FLAC
 from mutagen.mp4 import MP4
 
 from tidalq.errors import IntegrityFailed
+from tidalq.media import decoders
 from tidalq.media.flac import StreamInfo
 
 DECODE_TIMEOUT_S = 600
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
-PIPE_BYTES = 1 << 20  # what an unprivileged process may ask (/proc/sys/fs/pipe-max-size)
 
 
 @dataclass(frozen=True)
@@ -52,6 +47,8 @@ class AudioFacts:
 def available_checks() -> list[str]:
     """What this machine can verify beyond parsing (said at daemon start-up)."""
     checks = ["container", "codec", "duration"]
+    if decoders.available():
+        checks.append("libFLAC as it downloads")
     if _which("flac"):
         checks.append("flac -t")
     if _which("ffmpeg"):
@@ -176,136 +173,6 @@ def _judge(name: str, status: int, problems: str) -> None:
     if status != 0 or problems:
         raise IntegrityFailed(f"{name} failed a full decode: "
                               f"{problems[:300] or f'exit status {status}'}")
-
-
-def can_check_as_it_arrives() -> bool:
-    """Whether FLAC can be decoded while it downloads (``flac`` is on PATH)."""
-    return _which("flac") is not None
-
-
-class PipedDecode:
-    """``flac -t`` reading a stream on its stdin as its bytes arrive, so the decode overlaps
-    the download and a broken stream fails before its last byte. Still a program of its
-    own: a crafted stream crashes it, not the daemon.
-
-    Cheap for the daemon, which is the busy one: the program is started on a decode thread
-    (no fork on the event loop, no watcher thread per child), its pipe is widened so a
-    chunk is one write, and the loop waits for the pipe only when the decoder is behind.
-    What it prints goes to an unnamed file, so it never blocks on a full pipe."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name  # the file's name, for errors
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._printed: BinaryIO | None = None
-
-    async def start(self) -> None:
-        flac = _which("flac")
-        assert flac is not None, "can_check_as_it_arrives() said no"
-        self._printed = printed = tempfile.TemporaryFile()  # noqa: SIM115 (closed once read)
-
-        def spawn() -> subprocess.Popen[bytes]:
-            return subprocess.Popen([flac, "-t", "-s", "-"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=printed)
-
-        spawning = asyncio.get_running_loop().run_in_executor(_decoders(), spawn)
-        try:
-            self._proc = proc = await asyncio.shield(spawning)
-        except asyncio.CancelledError:  # the job was cancelled meanwhile: no orphan decoder
-            spawning.add_done_callback(_kill_spawned)
-            raise
-        assert proc.stdin is not None
-        fd = proc.stdin.fileno()
-        os.set_blocking(fd, False)
-        with contextlib.suppress(OSError):  # a smaller pipe only means more waits
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-
-    async def feed(self, data: bytes) -> None:
-        """Hand the decoder these bytes; waits while it is behind (its pipe is full).
-        IntegrityFailed as soon as it stopped on a broken stream."""
-        proc = self._running()
-        assert proc.stdin is not None
-        fd, view = proc.stdin.fileno(), memoryview(data)
-        while view:
-            try:
-                view = view[os.write(fd, view):]
-            except BlockingIOError:
-                await _writable(fd)
-            except (BrokenPipeError, ConnectionResetError):
-                await self._verdict(early=True)
-
-    async def finish(self) -> None:
-        """The stream ended: IntegrityFailed unless the decoder passed all of it."""
-        proc = self._running()
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
-        await self._verdict(early=False)
-
-    async def _verdict(self, early: bool) -> None:
-        proc = self._running()
-        waiting = asyncio.get_running_loop().run_in_executor(_decoders(), proc.wait)
-        try:
-            status = await asyncio.wait_for(waiting, DECODE_TIMEOUT_S)
-        except TimeoutError:
-            self.kill()
-            raise IntegrityFailed(f"{self.name} failed a full decode: "
-                                  f"no end after {DECODE_TIMEOUT_S}s") from None
-        self._proc = None
-        problems = _flac_problems(status, self._read_printed())
-        if early and status == 0:
-            problems = "the decoder stopped before the end of the stream"
-        _judge(self.name, status, problems.strip())
-
-    def _read_printed(self) -> str:
-        assert self._printed is not None
-        self._printed.seek(0)
-        text = self._printed.read(4096).decode(errors="replace")
-        self._printed.close()
-        return text
-
-    def _running(self) -> subprocess.Popen[bytes]:
-        if self._proc is None:
-            raise IntegrityFailed(f"{self.name}: the decoder is not running")
-        return self._proc
-
-    def kill(self) -> None:
-        """Stop the decoder (a cancelled job, a fetch that starts over); idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(OSError):
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            _stop(proc)
-        if self._printed is not None:
-            self._printed.close()
-
-
-def _kill_spawned(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-    if not spawning.cancelled() and spawning.exception() is None:
-        _stop(spawning.result())
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.kill()  # a no-op once it ended
-    _decoders().submit(proc.wait)  # reaped off the loop
-
-
-def _wake(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_result(None)
-
-
-async def _writable(fd: int) -> None:
-    """Until the pipe ``fd`` takes bytes again."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_writer(fd, _wake, ready)
-    try:
-        await asyncio.wait_for(ready, DECODE_TIMEOUT_S)
-    except TimeoutError:
-        raise IntegrityFailed(f"the decoder took nothing for {DECODE_TIMEOUT_S}s") from None
-    finally:
-        loop.remove_writer(fd)
 
 
 async def verify(path: Path, expected_duration_s: float,
