@@ -53,11 +53,12 @@ class CheckedFlac:
         return self._head.consumed
 
     async def write(self, chunk: bytes) -> None:
-        data = self._head.feed(chunk)
-        if data:
+        pieces = self._head.feed(chunk)
+        if pieces:
             assert self._out is not None
-            self._out.write(data)
-            await self._decoder.feed(data)
+            for piece in pieces:
+                self._out.write(piece)
+            await self._decoder.feed(*pieces)
 
     async def restart(self, tags: list[Block] | None = None) -> None:
         """From the stream's first byte again (new tags when a fresh manifest changed

@@ -57,25 +57,38 @@ _ERRORS = {0: "lost sync", 1: "bad header", 2: "frame CRC mismatch", 3: "unparse
 
 
 class _Stdin:
-    """The frames on stdin, read straight into libFLAC's buffer."""
+    """The frames on stdin, read from the pipe a block at a time (libFLAC asks for 8 kB
+    at a time: a read from the pipe for each would cost more than the copy)."""
+
+    BLOCK = 256 * 1024
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.left = 0  # bytes of the current frame not read yet
+        self.left = 0  # bytes of the current frame not handed on yet
         self.ended = False  # the empty frame came: this stream is over
         self.closed = False  # stdin itself ended: no more streams
+        self._view = memoryview(bytearray(self.BLOCK))
+        self._have = self._at = 0  # bytes in the block, and how many were handed on
 
-    def _exactly(self, n: int) -> bytes | None:
-        data = b""
-        while len(data) < n:
-            more = os.read(self.fd, n - len(data))
-            if not more:
+    def _refill(self) -> bool:
+        """The next block from the pipe; False at its end."""
+        self._have, self._at = os.readv(self.fd, [self._view]), 0
+        if not self._have:
+            self.closed = self.ended = True
+        return bool(self._have)
+
+    def _take(self, n: int) -> bytes | None:
+        taken = b""
+        while len(taken) < n:
+            if self._at == self._have and not self._refill():
                 return None
-            data += more
-        return data
+            k = min(n - len(taken), self._have - self._at)
+            taken += self._view[self._at:self._at + k]
+            self._at += k
+        return taken
 
     def next_frame(self) -> None:
-        header = self._exactly(4)
+        header = self._take(4)
         if header is None:
             self.closed = self.ended = True
             return
@@ -86,23 +99,22 @@ class _Stdin:
         """Up to ``len(buffer)`` bytes of this stream; 0 once it ended."""
         while not self.left and not self.ended:
             self.next_frame()
-        if self.ended:
+        if self.ended or (self._at == self._have and not self._refill()):
             return 0
-        got = os.readv(self.fd, [buffer[:self.left]])
-        if not got:
-            self.closed = self.ended = True
-        self.left -= got
-        return got
+        k = min(len(buffer), self.left, self._have - self._at)
+        buffer[:k] = self._view[self._at:self._at + k]
+        self._at += k
+        self.left -= k
+        return k
 
     def skip_to_end(self) -> None:
         while not self.ended:
-            if self.left:
-                got = len(os.read(self.fd, min(self.left, 1 << 20)))
-                if not got:
-                    self.closed = self.ended = True
-                self.left -= got
-            else:
+            if not self.left:
                 self.next_frame()
+            elif self._at < self._have or self._refill():
+                k = min(self.left, self._have - self._at)
+                self._at += k
+                self.left -= k
 
 
 class _Libflac:
@@ -382,10 +394,11 @@ class StreamDecode:
         self._process = process = await self._decoders.take()
         self._verdict = process.listen()
 
-    async def feed(self, data: bytes) -> None:
+    async def feed(self, *pieces: bytes | memoryview) -> None:
         """Hand the decoder these bytes; waits while it is behind (its pipe is full).
         IntegrityFailed as soon as it found the stream broken."""
-        await self._write([len(data).to_bytes(4, "big"), data])
+        size = sum(len(p) for p in pieces)
+        await self._write([size.to_bytes(4, "big"), *pieces])
 
     async def finish(self) -> None:
         """The stream ended: IntegrityFailed unless the decoder passed all of it."""
@@ -401,7 +414,7 @@ class StreamDecode:
         self._process = None
         self._decoders.give_back(process)
 
-    async def _write(self, pieces: list[bytes]) -> None:
+    async def _write(self, pieces: list[bytes | memoryview]) -> None:
         process, verdict = self._running()
         views = [memoryview(p) for p in pieces]
         while views:

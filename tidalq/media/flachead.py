@@ -18,6 +18,7 @@ MAX_HEAD_BYTES = 16 << 20  # a stream's metadata (a big embedded picture) may ta
 PADDING_BYTES = 4096
 
 Block = tuple[int, bytes]
+Piece = bytes | memoryview
 
 
 def _blocks_of(head: bytes | bytearray) -> tuple[list[Block], int] | None:
@@ -57,24 +58,29 @@ class FlacHead:
         self.consumed = 0
         self.info = None
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes) -> list[Piece]:
+        """The file's next bytes, in pieces (the header and the frames after it are not
+        joined: a chunk is a quarter of a short track, copying it would cost)."""
         self.consumed += len(chunk)
         if self.info is not None:
-            return chunk
-        self._pending += chunk
-        found = _blocks_of(self._pending)
+            return [chunk]
+        if self._pending:
+            self._pending += chunk
+        head: bytes | bytearray = self._pending or chunk
+        found = _blocks_of(head)
         if found is None:
+            if not self._pending:
+                self._pending = bytearray(chunk)
             if len(self._pending) > MAX_HEAD_BYTES:
                 raise IntegrityFailed("the CDN's FLAC metadata is implausibly large")
-            return b""
+            return []
         blocks, frames_at = found
         try:
             self.info = flac.StreamInfo.unpack(blocks[0][1])
         except ValueError as exc:
             raise IntegrityFailed(f"the CDN's FLAC stream: {exc}") from exc
-        rest = bytes(self._pending[frames_at:])
         self._pending = bytearray()
-        return self._head(blocks) + rest
+        return [self._head(blocks), memoryview(head)[frames_at:]]
 
     def _head(self, theirs: list[Block]) -> bytes:
         kept = [b for b in theirs if b[0] not in (PADDING, VORBIS_COMMENT, PICTURE)]
