@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_checked_download import metadata_and_frames
 from tidalq.errors import IntegrityFailed
 from tidalq.media.decoders import Decoders, StreamDecode
+from tidalq.media.flachead import FlacHead
 
 CHUNK = 64 * 1024
 
@@ -94,3 +96,20 @@ async def test_what_the_decoder_finds(change: Callable[[bytes], bytes], why: str
                 await decode(decoders, data)
     finally:
         decoders.close()
+
+
+@pytest.mark.parametrize("chunk", [7, 4096, 1 << 20])
+def test_the_header_is_replaced_however_the_stream_is_cut(chunk: int, tmp_path: Path) -> None:
+    """The CDN's bytes come in chunks of any size; the file is the same bytes each time:
+    our tags ahead of the CDN's frames, unchanged."""
+    data = a_flac(tmp_path)
+    head = FlacHead([(4, b"\x00" * 8 + b"\x00\x00\x00\x00")])  # an empty Vorbis comment
+    out = b"".join(bytes(piece) for at in range(0, len(data), chunk)
+                   for piece in head.feed(data[at:at + chunk]))
+    assert head.finish().total_samples == 88200 and head.consumed == len(data)
+    blocks, frames = metadata_and_frames(out)
+    assert blocks == ["STREAMINFO", "VORBIS_COMMENT", "PADDING"]  # the encoder's tags gone
+    assert frames == metadata_and_frames(data)[1]
+    path = tmp_path / "out.flac"
+    path.write_bytes(out)
+    subprocess.run(["flac", "-t", "-s", str(path)], check=True)
