@@ -24,7 +24,7 @@ FLAC_BLOCK_NAMES = {0: "STREAMINFO", 1: "PADDING", 3: "SEEKTABLE", 4: "VORBIS_CO
 
 
 def decoders_of(pid: int) -> list[int]:
-    """The decoder programs (``python -m tidalq.media.decoders``) whose parent is ``pid``."""
+    """The decoder programs (``-m tidalq.media.decoder_program``) whose parent is ``pid``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -34,7 +34,7 @@ def decoders_of(pid: int) -> list[int]:
             args = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == pid and args[1:3] == [b"-m", b"tidalq.media.decoders"] \
+        if ppid == pid and args[1:3] == [b"-m", b"tidalq.media.decoder_program"] \
                 and running(int(entry.name)):
             found.append(int(entry.name))
     return found
