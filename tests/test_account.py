@@ -65,8 +65,8 @@ def wait_job(d: DaemonProcess, job_id: str, status: str = "completed",
 
 def test_login_download_favourites_logout(make_daemon: Any, fake_proc: FakeProcess,
                                           tmp_path: Path) -> None:
-    """The whole path a user with no hifi-api server walks."""
-    d = make_daemon(**fake_proc.tidal_env())
+    """The whole path a user with no hifi-api server walks (lyrics on: TIDAL's own)."""
+    d = make_daemon(TIDALQ_LYRICS="on", **fake_proc.tidal_env())
     status = d.cli("status").stdout
     assert "not logged in to TIDAL: run tidalq login; claims paused" in status
     job_id = d.cli("add", "album", "100").stdout.strip()

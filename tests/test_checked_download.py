@@ -63,7 +63,7 @@ def metadata_and_frames(data: bytes) -> tuple[list[str], bytes]:
 def test_a_track_is_decoded_while_it_downloads_and_written_once_with_its_tags_first(
         make_daemon: Any, fake_proc: FakeProcess, tmp_path: Path) -> None:
     fake_proc.faults(throttle_bps=500_000)  # about 1.4 s for the track's 0.7 MB
-    d = make_daemon()
+    d = make_daemon(TIDALQ_LYRICS="on")  # the lyrics tag goes ahead of the frames too
     assert d.proc is not None
     job = d.cli("add", "track", "1001").stdout.strip()
     wait_until(lambda: bool(decoders_of(d.proc.pid)), 15, "the decoder to start")

@@ -47,7 +47,7 @@ def test_an_album_of_long_names_downloads_at_every_quality_through_the_cli(
     """The black-box run's album: ~300-byte mixed-script titles at HIGH (.m4a), then the
     same album at LOSSLESS, whose one-file-per-track check looks for the .flac beside the
     .m4a (one byte longer), and a playlist of them with a name as long."""
-    daemon: DaemonProcess = make_daemon()
+    daemon: DaemonProcess = make_daemon(TIDALQ_LYRICS="on")  # the .lrc's name too
     library = tmp_path / "lib"
     aac = daemon.cli("add", "album", "420", "--quality", "HIGH").stdout.strip()
     out = daemon.cli("wait", aac, "--timeout", "60", check=False)

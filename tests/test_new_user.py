@@ -108,7 +108,7 @@ async def _true(value: bool) -> bool:
 
 async def test_lrc_ends_with_a_newline_and_every_track_says_whether_it_was_skipped(
         session: aiohttp.ClientSession, fake: RunningFake, tmp_path: Path) -> None:
-    pipe = make_pipeline(session, fake, tmp_path / "lib")
+    pipe = make_pipeline(session, fake, tmp_path / "lib", lyrics="on")
     tracks = await pipe.run_album_job(job("album", 100), no_report)
     lrc = next((tmp_path / "lib").rglob("*.lrc")).read_text()
     assert lrc.endswith("\n") and not lrc.endswith("\n\n")

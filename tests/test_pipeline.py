@@ -65,7 +65,7 @@ def flac_ok(path: Path) -> None:
 
 async def test_album_lands_tagged_verified_and_second_run_downloads_nothing(
         session: aiohttp.ClientSession, fake: RunningFake, tmp_path: Path) -> None:
-    pipe = make_pipeline(session, fake, tmp_path / "lib")
+    pipe = make_pipeline(session, fake, tmp_path / "lib", lyrics="on")
     tracks = await pipe.run_album_job(job("album", 100), no_report)
     album_dir = tmp_path / "lib" / "Test Artist" / "First Light"
     names = sorted(p.name for p in album_dir.iterdir())

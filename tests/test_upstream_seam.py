@@ -43,7 +43,7 @@ async def test_an_album_from_a_catalogue_of_another_kind(
         lyrics_by_track={55_001: Lyrics("la la", "[00:01.00]la la")})
     upstream: Upstream = catalogue  # it is one, as mypy checks
     library = tmp_path / "lib"
-    settings = load_settings({"download_dir": str(library)}, env={})
+    settings = load_settings({"download_dir": str(library), "lyrics": "on"}, env={})
     assert missing(settings) is not None, "no hifi-api servers: the factory says so"
     pipeline = Pipeline(settings, upstream, Fetcher(session))
     entries = await pipeline.run_album_job(job("album", 55), no_report)

@@ -115,7 +115,9 @@ class Settings:
     tidal_auth_url: str = "https://auth.tidal.com/v1/oauth2"
     request_pace: int = 60  # TIDAL API requests a minute, at most (streamrip's default)
     state_dir: Path | None = None  # where the TIDAL login is kept; None: the user state dir
-    lyrics: bool = True  # one more upstream request per track: off halves them
+    # off by default: lyrics are one more upstream request per track (what rate limits
+    # and account bans count), doubling what an album costs for a tag few players show
+    lyrics: bool = False
     config_file: Path | None = None
 
     @property
