@@ -9,7 +9,7 @@ to completed (album 300: 210 tracks of about 0.7 MB; the 500-track playlist; an 
 whose releases are that playlist's five 100-track albums), and
 ``curl --parallel --parallel-max 4`` fetching the same CDN files to a scratch folder.
 ``api_requests_per_track`` counts the upstream API requests tidalq made (CDN excluded;
-with ``lyrics = on``, the default, one of them per track is the lyrics).
+with ``TIDALQ_LYRICS=on`` one of them per track is the lyrics; off is the default).
 ``per_track_overhead_ms`` is what a track costs tidalq beyond curl's time for its bytes
 (API calls, tagging, verification, fsync, rename). One JSON line per kind per run, and
 with ``--runs`` above 1 a line of medians per kind.
@@ -89,7 +89,7 @@ async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> float:
     settings = load_settings({
         "download_dir": str(tmp / "lib"), "store": f"sqlite:///{tmp}/q.db",
         "socket": str(tmp / "run" / "q.sock"), "api_urls": [url], "cover_url": url,
-        "lyrics": os.environ.get("TIDALQ_LYRICS", "on")}, env={})
+        "lyrics": os.environ.get("TIDALQ_LYRICS", "off")}, env={})
     daemon = Daemon(settings)
     await daemon.startup()
     store = daemon.store

@@ -64,7 +64,7 @@ async def run_once(fake: RunningFake, tmp: Path) -> list[dict[str, Any]]:
         settings = load_settings({
             "download_dir": str(library), "store": f"sqlite:///{tmp}/{name}.db",
             "socket": str(tmp / name / "q.sock"), "api_urls": [fake.url],
-            "cover_url": fake.url, "lyrics": os.environ.get("TIDALQ_LYRICS", "on")}, env={})
+            "cover_url": fake.url, "lyrics": os.environ.get("TIDALQ_LYRICS", "off")}, env={})
         daemon = Daemon(settings)
         await daemon.startup()
         try:

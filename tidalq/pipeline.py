@@ -305,7 +305,9 @@ class Pipeline:
             raise from_os_error(exc) from exc
 
     async def _track(self, req: TrackRequest, on_progress: Progress) -> dict[str, Any]:
-        meta = req.meta
+        free = await self.publisher.free_way(req, req.quality.extension)
+        if free is not None:
+            return await self._download(free, on_progress)
         if not req.looked:
             kept = await self.publisher.kept(req,
                                              self.publisher.target(req, req.quality.extension))
@@ -318,6 +320,13 @@ class Pipeline:
         better = await self.publisher.better_version(req, target)
         if better is not None:
             return await self.publisher.skipped(better[0], better[1], kept_better=True)
+        return await self._download(req, on_progress)
+
+    async def _download(self, req: TrackRequest, on_progress: Progress) -> dict[str, Any]:
+        """Fetch, verify and publish a track whose folder is settled and which the
+        conflict policy downloads."""
+        meta = req.meta
+        target = self.publisher.target(req, req.quality.extension)
         # the cover and lyrics are asked beside the stream: the file is written with them
         served, extras = await asyncio.gather(self.upstream.stream(meta.id, req.quality),
                                               self._extras(meta))

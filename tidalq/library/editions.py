@@ -67,6 +67,11 @@ class Editions:
     def _folder(self, meta: TrackMeta, extension: str) -> Path:
         return self.target(meta, extension, False).parent
 
+    def held_by_another_album(self, meta: TrackMeta, extension: str) -> bool:
+        """Whether another album running here holds this track's plain folder (what
+        :meth:`settle` decides without looking at the disk)."""
+        return self._taken_by_another_album(self._folder(meta, extension), meta.album_id)
+
     def _taken_by_another_album(self, folder: Path, album_id: int | None) -> bool:
         running = self._running.get(folder, Counter())
         return any(n > 0 and other != album_id for other, n in running.items())
@@ -136,21 +141,29 @@ class Editions:
     async def settle(self, meta: TrackMeta, extension: str, edition: bool) -> bool:
         """Whether one track goes to its edition folder (a track job, or an album track
         whose target turned out to be taken)."""
-        if edition:
-            return True
-        if self._taken_by_another_album(self._folder(meta, extension), meta.album_id):
+        if edition or self.held_by_another_album(meta, extension):
             return True
         return await asyncio.to_thread(holds_another_track,
                                        self.target(meta, extension, False), meta)
 
     async def publish(self, meta: TrackMeta, target: Path, edition: bool,
-                      place: Callable[[Path], Awaitable[T]]) -> T:
+                      place: Callable[[Path], Awaitable[T]],
+                      place_alone: Callable[[Path], T | None] | None = None) -> T:
         """Run ``place(where)`` under the lock of the target's folder, after one last look:
         ``where`` is the target, or this track's edition folder when a file of another
         track holds the target. Only the look and what ``place`` must decide with the
         folder still need the lock: the caller syncs the file before, and the folder
-        after."""
+        after.
+
+        ``place_alone(target)``, when given, is tried first, in one trip off the loop: the
+        common case, nothing at the target (so no other track's file either) and nothing
+        to weigh, placed at once; it returns None when there is something to look at."""
         async with self.locks.hold(target.parent) as fence:
+            if place_alone is not None:
+                await fence.check()
+                placed = await asyncio.to_thread(place_alone, target)
+                if placed is not None:
+                    return placed
             if not edition and await asyncio.to_thread(holds_another_track, target, meta):
                 target = self.target(meta, target.suffix, True)
             await fence.check()  # a holder whose shared lock expired does not publish

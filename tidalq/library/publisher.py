@@ -88,10 +88,13 @@ class Publisher:
                       ) -> tuple[Path, dict[str, Any] | None]:
         """Move a verified, synced staging file into the library under the folder's lock
         (see :meth:`place_unless_better`); the folder is synced by :meth:`settle_in`."""
-        await asyncio.to_thread(trust.mark_verified, staging)  # kept by the rename
+        def mark_and_place_alone(to: Path) -> tuple[Path, None] | None:
+            trust.mark_verified(staging)  # kept by the rename
+            return (to, None) if self._move_if_alone(staging, to, req) else None
+
         return await self.editions.publish(
             req.meta, target, req.edition,
-            lambda to: self.place_unless_better(req, staging, to))
+            lambda to: self.place_unless_better(req, staging, to), mark_and_place_alone)
 
     def target(self, req: TrackRequest, extension: str) -> Path:
         return self.editions.target(req.meta, extension, req.edition)
@@ -157,6 +160,20 @@ class Publisher:
         targets = [self.editions.target(meta, quality.extension, edition)
                    for edition in (False, True)]
         return await asyncio.to_thread(_first_kept, targets, meta, quality)
+
+    async def free_way(self, req: TrackRequest, extension: str) -> TrackRequest | None:
+        """The common case of a first download, in one trip off the loop: no file where
+        the track goes nor beside it in the other container, so nothing is kept, skipped
+        or weighed, and no other track's file is in the way. The request with its folder
+        settled; None when there is something there (the full checks decide)."""
+        settled = replace(req, edition=req.edition
+                          or self.editions.held_by_another_album(req.meta, extension))
+        target = self.target(settled, extension)
+        places = {self.target(req, extension), target, target.with_suffix(".flac"),
+                  target.with_suffix(".m4a")}
+        if await asyncio.to_thread(lambda: not any(p.exists() for p in places)):
+            return settled
+        return None
 
     async def kept(self, req: TrackRequest, target: Path) -> dict[str, Any] | None:
         """The common case of a re-run, in one trip off the loop: this track's own file is

@@ -107,8 +107,9 @@ def flac_blocks(data: TagData) -> list[tuple[int, bytes]]:
     PICTURE; what :func:`write_tags` writes, for a file written with them ahead of its
     frames (:mod:`tidalq.media.flachead`)."""
     comment = VCFLACDict()
-    for key, values in _fields(data).items():
-        comment[key] = values
+    # appended, not set: setting a key first deletes it, a scan of the list each time;
+    # _fields' keys are already unique, and write() validates every one
+    comment.extend((key, value) for key, values in _fields(data).items() for value in values)
     blocks = [(4, comment.write(framing=False))]
     if data.cover:
         blocks.append((6, _front_cover(data.cover).write()))

@@ -95,7 +95,8 @@ class AddressPolicy:
 
         async def on_start(session: aiohttp.ClientSession, context: SimpleNamespace,
                            params: aiohttp.TraceRequestStartParams) -> None:
-            self.check_host(params.url.host or "", params.url)
+            # raw_host: an address literal is ASCII, and .host would IDNA-decode every time
+            self.check_host(params.url.raw_host or "", params.url)
 
         trace.on_request_start.append(on_start)
         return trace
