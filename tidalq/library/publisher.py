@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 MAX_REMEMBERED_BROKEN = 4096
 
 
+def _containers(target: Path) -> tuple[Path, Path]:
+    """Where a track's file is in either container, beside ``target`` (one is ``target``:
+    one file per track, whichever the quality)."""
+    return target.with_suffix(".flac"), target.with_suffix(".m4a")
+
+
 def _stamp(path: Path) -> tuple[Path, int, int]:
     st = path.stat()
     return path, st.st_size, st.st_mtime_ns
@@ -169,8 +175,7 @@ class Publisher:
         settled = replace(req, edition=req.edition
                           or self.editions.held_by_another_album(req.meta, extension))
         target = self.target(settled, extension)
-        places = {self.target(req, extension), target, target.with_suffix(".flac"),
-                  target.with_suffix(".m4a")}
+        places = {self.target(req, extension), target, *_containers(target)}
         if await asyncio.to_thread(lambda: not any(p.exists() for p in places)):
             return settled
         return None
@@ -204,7 +209,7 @@ class Publisher:
     def _other_versions(self, target: Path, meta: TrackMeta) -> list[tuple[Path, Quality]]:
         """This track's files beside ``target`` in the other container (.m4a/.flac)."""
         found = []
-        for other in (target.with_suffix(".flac"), target.with_suffix(".m4a")):
+        for other in _containers(target):
             if other == target or not other.exists():
                 continue
             track_id, quality = tags.read_identity(other)
@@ -257,7 +262,7 @@ class Publisher:
     def _move_if_alone(staging: Path, to: Path, req: TrackRequest) -> bool:
         """The common case in one trip off the loop: no file at ``to`` nor beside it in
         the other container, so there is nothing to weigh and the file moves in."""
-        if any(p.exists() for p in (to, to.with_suffix(".flac"), to.with_suffix(".m4a"))):
+        if any(p.exists() for p in (to, *_containers(to))):
             return False
         move_into_place(staging, to, req.attempt.check_lease)
         return True
