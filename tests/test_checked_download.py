@@ -1,7 +1,7 @@
-"""A FLAC served whole is verified as it downloads: written once with its tags ahead of its
-frames, decoded by a decoder program reading the same bytes as they arrive (the decode
-overlaps the network, and a broken stream stops its download before the last byte); the
-decoders outlive a track. Observed through the installed daemon and CLI, the decoders'
+"""A FLAC served whole is verified as it downloads: a decoder program fetches it, writes it
+once with its tags ahead of its frames and decodes the same bytes as they arrive (the
+decode overlaps the network, and a broken stream stops its download before the last
+byte); the decoders outlive a track. Observed through the installed daemon and CLI, the decoders'
 processes in /proc, and the fake CDN's record of what it sent."""
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ def decoders_of(pid: int) -> list[int]:
     return found
 
 
-def bytes_read(pid: int) -> int:
-    """What process ``pid`` has read so far (its modules at start-up included)."""
+def bytes_written(pid: int) -> int:
+    """What process ``pid`` has written so far: a decoder writes the stream's bytes to the
+    staging file as it takes them from the CDN (a socket's reads are not counted)."""
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("rchar:"):
+        if line.startswith("wchar:"):
             return int(line.split()[1])
-    raise AssertionError("no rchar in /proc/<pid>/io")
+    raise AssertionError("no wchar in /proc/<pid>/io")
 
 
 def metadata_and_frames(data: bytes) -> tuple[list[str], bytes]:
@@ -68,11 +69,11 @@ def test_a_track_is_decoded_while_it_downloads_and_written_once_with_its_tags_fi
     job = d.cli("add", "track", "1001").stdout.strip()
     wait_until(lambda: bool(decoders_of(d.proc.pid)), 15, "the decoder to start")
     [decoder] = decoders_of(d.proc.pid)
-    at_start = bytes_read(decoder)
-    wait_until(lambda: bytes_read(decoder) > at_start + 300_000, 15,
-               "the decoder to read the stream")
+    at_start = bytes_written(decoder)
+    wait_until(lambda: bytes_written(decoder) > at_start + 300_000, 15,
+               "the decoder to write the stream")
     assert not [b for b in fake_proc.cdn_bodies() if b["path"] == "/cdn/1001/track.flac"], \
-        "the decoder read 300 kB only after the CDN's last byte"
+        "the decoder wrote 300 kB only after the CDN's last byte"
     wait_job(d, job)
     sent = [b for b in fake_proc.cdn_bodies() if b["path"] == "/cdn/1001/track.flac"]
     assert len(sent) == 1 and sent[0]["sent"] == sent[0]["size"]  # one download, whole
@@ -158,10 +159,10 @@ def test_an_albums_tracks_share_decoders_and_a_killed_one_fails_only_its_track(
 
 
 def _reading(daemon: int) -> int | None:
-    """A decoder of ``daemon`` that is in the middle of a stream (it read more since)."""
+    """A decoder of ``daemon`` that is in the middle of a stream (it wrote more since)."""
     try:
-        before = {p: bytes_read(p) for p in decoders_of(daemon)}
+        before = {p: bytes_written(p) for p in decoders_of(daemon)}
         time.sleep(0.2)
-        return next((p for p, was in before.items() if bytes_read(p) > was), None)
+        return next((p for p, was in before.items() if bytes_written(p) > was), None)
     except FileNotFoundError:  # one ended meanwhile
         return None

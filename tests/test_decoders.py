@@ -1,22 +1,33 @@
-"""The decoder programs a FLAC stream goes through as it downloads
-(:mod:`tidalq.media.decoders`): real processes, fed streams made by the real ``flac`` and
-then broken in the ways a CDN or a crafted file can break them."""
+"""The decoder programs that fetch a FLAC file and decode it as it downloads
+(:mod:`tidalq.media.decoders`): real processes fetching over real HTTP on loopback files
+made by the real ``flac`` and then broken in the ways a CDN or a crafted file can break
+them, and answers a CDN gives turned into the daemon's errors."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.test_checked_download import metadata_and_frames
-from tidalq.errors import IntegrityFailed
-from tidalq.media.decoders import Decoders, StreamDecode
+from tidalq.errors import (
+    CdnExpired,
+    FilesystemError,
+    IntegrityFailed,
+    ManifestError,
+    UpstreamUnavailable,
+)
+from tidalq.media.cdn_body import CdnSettings
+from tidalq.media.checked import fetch_checked
+from tidalq.media.decoders import _LOOPS_DECODERS, Decoders
 from tidalq.media.flachead import FlacHead
-
-CHUNK = 64 * 1024
 
 
 def a_flac(tmp_path: Path, seconds: float = 2.0) -> bytes:
@@ -41,34 +52,103 @@ def with_streaminfo(data: bytes, extra_samples: int = 0, md5: bytes | None = Non
     return bytes(out)
 
 
-async def decode(decoders: Decoders, data: bytes) -> int:
-    """Feed ``data`` through a decoder taken from ``decoders``; returns its pid."""
-    stream = StreamDecode("t.flac", decoders)
-    await stream.start()
-    assert stream._process is not None
-    pid = stream._process.proc.pid
+class Cdn:
+    """A CDN on loopback serving what a test puts at a path (a real aiohttp server)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.answers: dict[str, tuple[int, dict[str, str]]] = {}
+        self.requests: list[str] = []
+        self.peers: list[object] = []  # the connection each request came on
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, keepalive_s: float = 75) -> Cdn:
+        app = web.Application()
+        app.router.add_get("/{name}", self._serve)
+        self._runner = web.AppRunner(app, keepalive_timeout=keepalive_s)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self.requests.append(name)
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername"))
+        if name in self.answers:
+            status, headers = self.answers[name]
+            return web.Response(status=status, headers=headers)
+        return web.Response(body=self.files[name], headers={"Accept-Ranges": "bytes"})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def cdn() -> AsyncIterator[Cdn]:
+    server = await Cdn().start()
+    yield server
+    await server.stop()
+
+
+LOOPBACK = CdnSettings(allowed=("loopback",))
+
+
+async def fetch(cdn: Cdn, data: bytes, tmp_path: Path, decoders: Decoders,
+                settings: CdnSettings = LOOPBACK, name: str = "t.flac") -> tuple[int, int]:
+    """``data`` served and fetched through a decoder from ``decoders``; returns
+    (the decoder's pid, the file's size)."""
+    cdn.files[name] = data
+    dest = tmp_path / name
+    got: list[int] = []
+
+    async def taken() -> tuple[Any, int]:
+        return await fetch_checked(f"{cdn.url}/{name}", dest, [], settings,
+                                   lambda done, total: got.append(done))
+
+    with _pool(decoders):
+        _, size = await taken()
+    assert got and got[-1] == len(data)  # progress reported as the bytes came
+    return decoders._idle[-1].proc.pid, size
+
+
+@contextlib.contextmanager
+def _pool(decoders: Decoders) -> Iterator[None]:
+    """``decoders`` as this loop's pool for the duration."""
+    loop = asyncio.get_running_loop()
+    before = _LOOPS_DECODERS.get(loop)
+    _LOOPS_DECODERS[loop] = decoders
     try:
-        for at in range(0, len(data), CHUNK):
-            await stream.feed(data[at:at + CHUNK])
-        await stream.finish()
+        yield
     finally:
-        stream.kill()
-    return pid
+        if before is None:
+            del _LOOPS_DECODERS[loop]
+        else:
+            _LOOPS_DECODERS[loop] = before
 
 
-async def test_a_decoder_takes_stream_after_stream_and_a_broken_one_costs_it(
-        tmp_path: Path) -> None:
+async def test_a_decoder_takes_file_after_file_and_a_broken_one_costs_it(
+        cdn: Cdn, tmp_path: Path) -> None:
     decoders = Decoders()
     good = a_flac(tmp_path)
     try:
-        first = await decode(decoders, good)
-        assert await decode(decoders, good) == first  # the same program, the next stream
+        first, size = await fetch(cdn, good, tmp_path, decoders)
+        assert (await fetch(cdn, good, tmp_path, decoders))[0] == first  # the same program
+        written = (tmp_path / "t.flac").read_bytes()
+        assert len(written) == size and metadata_and_frames(written)[1] == \
+            metadata_and_frames(good)[1]  # the CDN's frames, our head
+        subprocess.run(["flac", "-t", "-s", str(tmp_path / "t.flac")], check=True)
 
         broken = bytearray(good)
         broken[len(broken) // 2] ^= 0xFF
         with pytest.raises(IntegrityFailed, match=r"t.flac failed a full decode: .*(CRC|sync)"):
-            await decode(decoders, bytes(broken))
-        assert await decode(decoders, good) != first  # that program was dropped
+            await fetch(cdn, bytes(broken), tmp_path, decoders)
+        assert (await fetch(cdn, good, tmp_path, decoders))[0] != first  # that one dropped
     finally:
         decoders.close()
 
@@ -81,19 +161,71 @@ async def test_a_decoder_takes_stream_after_stream_and_a_broken_one_costs_it(
     (lambda d: with_streaminfo(d, extra_samples=4096, md5=bytes(16)),
      "samples decoded of the"),
     (lambda d: d[:len(d) // 2], "MD5 signature mismatch|samples decoded"),  # cut short
-    (lambda d: b"ID3 and then nothing like FLAC" * 100, "."),
-    (lambda d: b"", "an empty stream"),
+    (lambda d: b"ID3 and then nothing like FLAC" * 100, "not FLAC"),
+    (lambda d: b"", "ended inside its FLAC header"),
 ])
 async def test_what_the_decoder_finds(change: Callable[[bytes], bytes], why: str | None,
-                                      tmp_path: Path) -> None:
+                                      cdn: Cdn, tmp_path: Path) -> None:
     decoders = Decoders()
     data = change(a_flac(tmp_path))
     try:
         if why is None:
-            await decode(decoders, data)
+            await fetch(cdn, data, tmp_path, decoders)
         else:
             with pytest.raises(IntegrityFailed, match=why):
-                await decode(decoders, data)
+                await fetch(cdn, data, tmp_path, decoders)
+    finally:
+        decoders.close()
+
+
+async def test_a_connection_is_kept_for_the_next_file_and_replaced_once_closed(
+        tmp_path: Path) -> None:
+    cdn = await Cdn().start(keepalive_s=0.3)
+    decoders = Decoders()
+    good = a_flac(tmp_path)
+    try:
+        await fetch(cdn, good, tmp_path, decoders)
+        await fetch(cdn, good, tmp_path, decoders)
+        assert cdn.peers[0] == cdn.peers[1]  # one connection for both files
+        await asyncio.sleep(0.6)  # the server closes the idle connection meanwhile
+        await fetch(cdn, good, tmp_path, decoders)  # no cut, no failure: a new one
+        assert cdn.peers[2] != cdn.peers[1] and len(cdn.requests) == 3
+    finally:
+        decoders.close()
+        await cdn.stop()
+
+
+async def test_what_the_cdn_answers_becomes_the_daemons_errors(cdn: Cdn,
+                                                                 tmp_path: Path) -> None:
+    decoders = Decoders()
+    good = a_flac(tmp_path)
+    cdn.files["moved.flac"] = good
+    cdn.answers["old.flac"] = (302, {"Location": "/moved.flac"})
+    cdn.answers["expired.flac"] = (403, {})
+    cdn.answers["down.flac"] = (503, {})
+    try:
+        with _pool(decoders):
+            await fetch_checked(f"{cdn.url}/old.flac", tmp_path / "a.flac", [], LOOPBACK,
+                                lambda *a: None)  # a redirect is followed
+            assert cdn.requests[-2:] == ["old.flac", "moved.flac"]
+            with pytest.raises(CdnExpired):
+                await fetch_checked(f"{cdn.url}/expired.flac", tmp_path / "b.flac", [],
+                                    LOOPBACK, lambda *a: None)
+            with pytest.raises(UpstreamUnavailable, match="answered 503"):
+                await fetch_checked(f"{cdn.url}/down.flac", tmp_path / "c.flac", [],
+                                    LOOPBACK, lambda *a: None)
+            # the address rules: a loopback CDN where no upstream is on loopback
+            with pytest.raises(ManifestError, match=r"refusing to connect to 127\.0\.0\.1"):
+                await fetch_checked(f"{cdn.url}/moved.flac", tmp_path / "d.flac", [],
+                                    CdnSettings(allowed=("public",)), lambda *a: None)
+            with pytest.raises(ManifestError, match="refusing to connect"):  # by name too
+                await fetch_checked(f"{cdn.url.replace('127.0.0.1', 'localhost')}/moved.flac",
+                                    tmp_path / "d.flac", [], CdnSettings(allowed=("public",)),
+                                    lambda *a: None)
+            with pytest.raises(FilesystemError):  # the staging folder is gone
+                await fetch_checked(f"{cdn.url}/moved.flac", tmp_path / "gone" / "e.flac",
+                                    [], LOOPBACK, lambda *a: None)
+        assert cdn.requests.count("moved.flac") == 1  # refused ones never reached it
     finally:
         decoders.close()
 

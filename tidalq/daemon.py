@@ -199,7 +199,8 @@ class Daemon:
             trace_configs=[policy.trace_config()],
             headers={"User-Agent": f"tidalq/{__version__}"})
         upstream = factory.make_upstream(self.session, s, self.account)
-        fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add)
+        fetcher = Fetcher(self.session, on_bytes=self.pool.meter.add,
+                          address_kinds=policy.allowed)
         musicbrainz = MusicBrainz(self.session, s.musicbrainz_url, s.musicbrainz_contact)
         self.pool.pipeline = Pipeline(s, upstream, fetcher, slots, instance.staging_dir,
                                       musicbrainz, folder_locks(store, s.download_dir))

@@ -1,8 +1,9 @@
 """A track's file into staging: fetched, tagged, on disk and verified; what happens to it
 next is the pipeline's and the publisher's.
 
-FLAC served whole is verified as it arrives (:mod:`tidalq.media.checked`): tags ahead of
-the frames, one write, the decode overlapping the download. DASH (remuxed as its segments
+FLAC served whole is verified as it arrives (:mod:`tidalq.media.checked`: a decoder
+program fetches it, tags ahead of the frames, one write, the decode overlapping the
+download). DASH (remuxed as its segments
 come, its STREAMINFO patched at the end), AAC, and machines without libFLAC go the long
 way round: fetch, tag, sync, then decode the file.
 """
@@ -15,12 +16,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tidalq.attempt import TrackRequest
 from tidalq.errors import CdnExpired, ManifestError
 from tidalq.library.files import sync_file
 from tidalq.media import decoders, tags, verify
-from tidalq.media.checked import CheckedFlac
 from tidalq.media.fetch import Fetcher
 from tidalq.models import TrackMeta
 from tidalq.upstream.base import Lyrics, Upstream
@@ -30,6 +31,7 @@ from tidalq.upstream.manifest import DashStream, DirectStream, Served
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]
+T = TypeVar("T")
 FRESH_MANIFEST_TRIES = 3
 COVERS_KEPT = 32  # albums whose cover bytes are kept (lanes of one album share one)
 
@@ -69,19 +71,16 @@ class Stager:
     async def _checked_as_it_arrives(self, req: TrackRequest, served: Served, staging: Path,
                                      extras: Extras, on_progress: Progress) -> Staged:
         progress = self._progress(req, on_progress)
-        async with CheckedFlac(staging, tags.flac_blocks(_tag_data(req, served, extras))
-                               ) as sink:
-            async def fetch(served: Served) -> None:
-                if not isinstance(served.stream, DirectStream):
-                    raise ManifestError("a fresh manifest named a DASH stream where the "
-                                        "first named a file")
-                await self.fetcher.fetch_into(served.stream.url, sink, progress)
 
-            async def start_over(served: Served) -> None:
-                await sink.restart(tags.flac_blocks(_tag_data(req, served, extras)))
+        async def fetch(served: Served) -> tuple[verify.AudioFacts, int]:
+            if not isinstance(served.stream, DirectStream):
+                raise ManifestError("a fresh manifest named a DASH stream where the "
+                                    "first named a file")
+            blocks = tags.flac_blocks(_tag_data(req, served, extras))
+            return await self.fetcher.fetch_checked(served.stream.url, staging, blocks,
+                                                    progress)
 
-            served = await self._fetch_fresh(req, served, fetch, start_over)
-            facts, size = await sink.finish()
+        served, (facts, size) = await self._fetch_fresh(req, served, fetch)
         verify.check_facts(staging, facts, req.meta.duration_s)
         return Staged(served, facts, size)
 
@@ -95,30 +94,32 @@ class Stager:
             else:
                 await self.fetcher.fetch_file(served.stream.url, staging, progress)
 
-        async def start_over(served: Served) -> None:
+        async def start_over() -> None:
             staging.unlink(missing_ok=True)
 
-        served = await self._fetch_fresh(req, served, fetch, start_over)
+        served, _ = await self._fetch_fresh(req, served, fetch, start_over)
         data = _tag_data(req, served, extras)
         parsed, size = await asyncio.to_thread(_tag_and_sync, staging, data)
         facts = await verify.verify(staging, req.meta.duration_s, parsed)
         return Staged(served, facts, size)
 
     async def _fetch_fresh(self, req: TrackRequest, served: Served,
-                           fetch: Callable[[Served], Awaitable[None]],
-                           start_over: Callable[[Served], Awaitable[None]]) -> Served:
+                           fetch: Callable[[Served], Awaitable[T]],
+                           start_over: Callable[[], Awaitable[None]] | None = None
+                           ) -> tuple[Served, T]:
         """Fetch the stream; a CDN 403 (an expired signature) asks the upstream for it
-        again and starts over. Returns what was fetched in the end."""
+        again and starts over. Returns what was fetched in the end, and what ``fetch``
+        returned."""
         for attempt in range(FRESH_MANIFEST_TRIES):
             try:
-                await fetch(served)
-                return served
+                return served, await fetch(served)
             except CdnExpired:
                 if attempt == FRESH_MANIFEST_TRIES - 1:
                     raise
                 log.info("CDN URL for track %s expired; asking for a fresh one", req.meta.id)
                 served = await self.upstream.stream(req.meta.id, req.quality)
-                await start_over(served)
+                if start_over is not None:
+                    await start_over()
         raise AssertionError("unreachable")
 
     @staticmethod

@@ -1,88 +1,59 @@
-"""A FLAC file verified as it downloads: the CDN's bytes go through
-:class:`~tidalq.media.flachead.FlacHead` (tidalq's tags ahead of the frames), and what comes
-out is written to the staging file and fed to a decoder at once
-(:class:`~tidalq.media.decoders.StreamDecode`). So the file is written once, the decode runs
-while the network is busy instead of after it, and what the decoder passed is, byte for
-byte, what is published. A stream the decoder rejects stops the download there.
+"""A FLAC file verified as it downloads: a decoder program (:mod:`tidalq.media.decoders`)
+fetches the CDN's bytes, puts tidalq's tags ahead of the frames
+(:class:`~tidalq.media.flachead.FlacHead`), writes the staging file and decodes the same
+bytes at once. So the file is written once, the decode runs while the network is busy
+instead of after it, what the decoder passed is, byte for byte, what is published, and the
+bytes never pass through the daemon. A stream the decoder rejects stops the download there.
 
-It is a :class:`~tidalq.media.fetch.Sink`: the fetcher resumes a cut body from
-:attr:`CheckedFlac.offset` and starts over with :meth:`CheckedFlac.restart`.
+The program's verdict is turned back into the daemon's errors here: ``CdnExpired`` (the
+caller asks for a fresh URL), ``UpstreamUnavailable``, ``ManifestError`` (an address the
+rules refuse), ``IntegrityFailed``, and a full disk as the filesystem error it is.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
-from tidalq.media.decoders import StreamDecode
-from tidalq.media.flachead import Block, FlacHead
+from tidalq import errors
+from tidalq.media import decoders
+from tidalq.media.cdn_body import CdnSettings
+from tidalq.media.flac import StreamInfo
+from tidalq.media.flachead import Block
 from tidalq.media.verify import AudioFacts, facts_of_streaminfo
 
-
-class CheckedFlac:
-    """Use as ``async with CheckedFlac(staging, blocks) as sink``; after the fetch,
-    :meth:`finish` puts the file on disk and returns its facts once the decoder passed it."""
-
-    def __init__(self, path: Path, tags: list[Block]) -> None:
-        self.path = path
-        self._head = FlacHead(tags)
-        self._out: BinaryIO | None = None
-        self._decoder = StreamDecode(path.name)
-
-    async def __aenter__(self) -> CheckedFlac:
-        await self._begin()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._decoder.kill()
-        self._close()
-
-    async def _begin(self) -> None:
-        self._out = self.path.open("wb")
-        await self._decoder.start()
-
-    def _close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-
-    @property
-    def offset(self) -> int:
-        return self._head.consumed
-
-    async def write(self, chunk: bytes) -> None:
-        pieces = self._head.feed(chunk)
-        if pieces:
-            assert self._out is not None
-            for piece in pieces:
-                self._out.write(piece)
-            await self._decoder.feed(*pieces)
-
-    async def restart(self, tags: list[Block] | None = None) -> None:
-        """From the stream's first byte again (new tags when a fresh manifest changed
-        them): the file is emptied, the decoder started anew."""
-        self._decoder.kill()
-        self._close()
-        self._head.restart(tags)
-        self._decoder = StreamDecode(self.path.name)
-        await self._begin()
-
-    async def finish(self) -> tuple[AudioFacts, int]:
-        """The stream ended: (its facts, the file's size) once the file is on disk and
-        the decoder passed every byte; IntegrityFailed otherwise."""
-        info = self._head.finish()
-        assert self._out is not None
-        out, self._out = self._out, None
-        await asyncio.to_thread(_sync_and_close, out)
-        await self._decoder.finish()
-        return facts_of_streaminfo(info), self.path.stat().st_size
+ProgressFn = Callable[[int, int | None], None]
+# the errors a decoder program may name in its verdict (anything else is a broken decoder)
+_NAMED: dict[str, type[errors.DownloadError]] = {
+    cls.__name__: cls for cls in (errors.CdnExpired, errors.UpstreamUnavailable,
+                                  errors.ManifestError, errors.IntegrityFailed)}
 
 
-def _sync_and_close(out: BinaryIO) -> None:
-    try:
-        out.flush()
-        os.fsync(out.fileno())
-    finally:
-        out.close()
+async def fetch_checked(url: str, staging: Path, tags: list[Block], cdn: CdnSettings,
+                        progress: ProgressFn) -> tuple[AudioFacts, int]:
+    """Download ``url`` to ``staging`` with ``tags`` ahead of its frames, decoded as it
+    arrives: (its facts, the file's size) once the file passed and is on disk."""
+    request = {"url": url, "path": str(staging), "cdn": dataclasses.asdict(cdn)}
+    verdict = await decoders.exchange(request, _tag_bytes(tags), progress)
+    if verdict.startswith("ok "):
+        _, size, info = verdict.split(" ", 2)
+        return facts_of_streaminfo(StreamInfo.unpack(bytes.fromhex(info))), int(size)
+    raise _error_of(verdict.removeprefix("fail "), staging.name)
+
+
+def _tag_bytes(tags: list[Block]) -> bytes:
+    """Tag blocks as a decoder program reads them: a kind byte, a 4-byte length, the body."""
+    return b"".join(bytes([kind]) + len(body).to_bytes(4, "big") + body for kind, body in tags)
+
+
+def _error_of(said: str, name: str) -> errors.DownloadError:
+    kind, _, rest = said.partition(" ")
+    if kind == "decode":
+        return errors.IntegrityFailed(f"{name} failed a full decode: {rest[:300]}")
+    number, _, message = rest.partition(" ")
+    if kind == "OSError":
+        return errors.from_os_error(OSError(int(number) if number.isdigit() else 0, message))
+    if kind in _NAMED:
+        return _NAMED[kind](message)
+    return errors.IntegrityFailed(f"{name} failed a full decode: {rest[:300]}")

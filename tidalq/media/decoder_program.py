@@ -1,14 +1,21 @@
-"""The decoder program: ``python -m tidalq.media.decoder_program``, one FLAC stream after
-another on its stdin, a verdict for each on its stdout (the daemon's side, and why, are in
-:mod:`tidalq.media.decoders`).
+"""The decoder program: ``python -m tidalq.media.decoder_program``, one CDN file after
+another, each downloaded, written and decoded where it arrives (the daemon's side, and why,
+are in :mod:`tidalq.media.decoders`).
 
-libFLAC (the library ``flac -t`` is built on) through ctypes: MD5 checked, every decode
-error fatal, as ``flac -t``; beyond it, the samples decoded must add up to what STREAMINFO
-says. On stdin, a stream is a run of frames, each a 4-byte big-endian length and that many
-bytes, ended by an empty frame. On stdout, one line per stream: ``ok`` or ``fail <why>``,
-written as soon as the verdict is known (a broken stream is told before its end), after
-which the program skips to the stream's end. It imports only what it needs: several run
-beside the daemon.
+For each file the daemon sends a request: a JSON line (the URL, the staging file, how to
+talk to the CDN) and the tag blocks that go ahead of the frames. The program fetches the
+file (:mod:`tidalq.media.cdn_body`: resumes, redirects, the address rules), puts tidalq's
+tags ahead of the frames (:class:`~tidalq.media.flachead.FlacHead`), writes the bytes to
+the staging file and hands the same bytes to libFLAC (the library ``flac -t`` is built on,
+through ctypes): MD5 checked, every decode error fatal, as ``flac -t``; beyond it, the
+samples decoded must add up to what STREAMINFO says. A stream libFLAC rejects stops the
+download there. Once the file passed, it is synced to disk.
+
+On stdout, ``p <bytes> <total>`` as the bytes come, then one verdict line: ``ok <size>
+<STREAMINFO in hex>``, ``fail decode <why>`` (the stream is broken), or ``fail <error>
+<errno> <message>`` (the download failed: a tidalq error's name, or ``OSError`` when the
+staging file could not be written). It imports what it needs only: several run beside the
+daemon.
 """
 
 from __future__ import annotations
@@ -16,10 +23,18 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import json
 import os
 import sys
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
+from tidalq.errors import TidalqError
+from tidalq.media.cdn_body import CdnBody, CdnSettings, Connections, StartOver
+from tidalq.media.flachead import Block, FlacHead
+
+MAX_STARTS = 6  # a file taken from its first byte again this often is given up on
 
 @functools.cache
 def libflac_name() -> str | None:
@@ -32,67 +47,6 @@ _READ_CONTINUE, _READ_END_OF_STREAM, _READ_ABORT = 0, 1, 2
 _WRITE_CONTINUE, _WRITE_ABORT = 0, 1
 _ERRORS = {0: "lost sync", 1: "bad header", 2: "frame CRC mismatch", 3: "unparseable stream",
            4: "bad metadata"}
-
-
-class _Stdin:
-    """The frames on stdin, read from the pipe a block at a time (libFLAC asks for 8 kB
-    at a time: a read from the pipe for each would cost more than the copy)."""
-
-    BLOCK = 256 * 1024
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.left = 0  # bytes of the current frame not handed on yet
-        self.ended = False  # the empty frame came: this stream is over
-        self.closed = False  # stdin itself ended: no more streams
-        self._view = memoryview(bytearray(self.BLOCK))
-        self._have = self._at = 0  # bytes in the block, and how many were handed on
-
-    def _refill(self) -> bool:
-        """The next block from the pipe; False at its end."""
-        self._have, self._at = os.readv(self.fd, [self._view]), 0
-        if not self._have:
-            self.closed = self.ended = True
-        return bool(self._have)
-
-    def _take(self, n: int) -> bytes | None:
-        taken = b""
-        while len(taken) < n:
-            if self._at == self._have and not self._refill():
-                return None
-            k = min(n - len(taken), self._have - self._at)
-            taken += self._view[self._at:self._at + k]
-            self._at += k
-        return taken
-
-    def next_frame(self) -> None:
-        header = self._take(4)
-        if header is None:
-            self.closed = self.ended = True
-            return
-        self.left = int.from_bytes(header, "big")
-        self.ended = self.left == 0
-
-    def read_into(self, buffer: memoryview) -> int:
-        """Up to ``len(buffer)`` bytes of this stream; 0 once it ended."""
-        while not self.left and not self.ended:
-            self.next_frame()
-        if self.ended or (self._at == self._have and not self._refill()):
-            return 0
-        k = min(len(buffer), self.left, self._have - self._at)
-        buffer[:k] = self._view[self._at:self._at + k]
-        self._at += k
-        self.left -= k
-        return k
-
-    def skip_to_end(self) -> None:
-        while not self.ended:
-            if not self.left:
-                self.next_frame()
-            elif self._at < self._have or self._refill():
-                k = min(self.left, self._have - self._at)
-                self._at += k
-                self.left -= k
 
 
 class _Libflac:
@@ -137,20 +91,20 @@ def _block_size(frame: int) -> int:
     return int.from_bytes(ctypes.string_at(frame, 4), sys.byteorder)
 
 
-def _decode_one(flac: _Libflac, stdin: _Stdin) -> str | None:
-    """Decode the stream on stdin; None when it passed, else why not."""
+
+
+def _decode(flac: _Libflac, source: _Source) -> str | None:
+    """Decode what ``source`` gives; None when it passed, else why not (when the source
+    itself failed, its ``failure`` says so instead)."""
     lib = flac.lib
     problems: list[str] = []
     decoded = [0]
 
     # any decode error is fatal, as for ``flac -t``: libFLAC would resynchronise and go on
     def read(_d: Any, buffer: int, size: Any, _c: Any) -> int:
-        if problems:
-            size[0] = 0
-            return _READ_ABORT
-        got = stdin.read_into(_memory_at(buffer, size[0]))
-        size[0] = got
-        return _READ_CONTINUE if got else _READ_END_OF_STREAM
+        got = -1 if problems else source.read_into(_memory_at(buffer, size[0]))
+        size[0] = max(got, 0)
+        return _READ_ABORT if got < 0 else _READ_CONTINUE if got else _READ_END_OF_STREAM
 
     def write(_d: Any, frame: int, _b: Any, _c: Any) -> int:
         decoded[0] += _block_size(frame)
@@ -172,9 +126,12 @@ def _decode_one(flac: _Libflac, stdin: _Stdin) -> str | None:
         md5_ok = lib.FLAC__stream_decoder_finish(decoder)
     finally:
         lib.FLAC__stream_decoder_delete(decoder)
-    if problems or not went_through:
-        return problems[0] if problems else "the stream does not decode"
-
+    if problems:
+        return problems[0]
+    if source.failure is not None:
+        return None
+    if not went_through:
+        return "the stream does not decode"
     if not md5_ok:
         return "MD5 signature mismatch"
     if expected and decoded[0] != expected:
@@ -182,28 +139,123 @@ def _decode_one(flac: _Libflac, stdin: _Stdin) -> str | None:
     return None
 
 
-def serve(fd_in: int = 0, out: Any = None) -> None:
-    """The decoder program: streams on ``fd_in``, verdicts on stdout, until stdin ends."""
-    out = out or sys.stdout
+class _WriteFailed(Exception):
+    """The staging file could not be written (a full disk)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Source:
+    """The file's bytes for libFLAC: each chunk from the CDN goes through the head, is
+    written to the staging file, and is kept until libFLAC has read it."""
+
+    def __init__(self, chunks: Iterator[bytes], head: FlacHead, out: IO[bytes],
+                 say: Callable[[int], None]) -> None:
+        self._chunks = chunks
+        self._head = head
+        self._out = out
+        self._say = say
+        self._pieces: deque[memoryview] = deque()
+        self.failure: BaseException | None = None  # why the bytes stopped coming, if so
+
+    def read_into(self, buffer: memoryview) -> int:
+        """Up to ``len(buffer)`` bytes; 0 at the file's end, -1 once it failed."""
+        try:
+            while not self._pieces:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    return 0
+                self._take(chunk)
+        except BaseException as exc:  # libFLAC is between us and the caller: kept for it
+            self.failure = exc
+            return -1
+        piece = self._pieces[0]
+        k = min(len(buffer), len(piece))
+        buffer[:k] = piece[:k]
+        if k == len(piece):
+            self._pieces.popleft()
+        else:
+            self._pieces[0] = piece[k:]
+        return k
+
+    def _take(self, chunk: bytes) -> None:
+        for piece in self._head.feed(chunk):
+            try:
+                self._out.write(piece)
+            except OSError as exc:
+                raise _WriteFailed(exc) from exc
+            self._pieces.append(memoryview(piece))
+        self._say(self._head.consumed)
+
+    def close(self) -> None:
+        """Stop taking bytes (a broken stream): the connection is not kept."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def fetch_and_check(flac: _Libflac, connections: Connections, request: dict[str, Any],
+                    tags: list[Block], say: Callable[[str], None]) -> str:
+    """Fetch, write and decode one file; returns the verdict line."""
+    body = CdnBody(request["url"], CdnSettings(**request["cdn"]), connections)
+    head = FlacHead(tags)
+    try:
+        with open(request["path"], "wb", buffering=0) as out:
+            for _ in range(MAX_STARTS):
+                source = _Source(body.chunks(0), head, out,
+                                 lambda n: say(f"p {n} {body.total or -1}"))
+                why = _decode(flac, source)
+                source.close()
+                if isinstance(source.failure, StartOver):
+                    out.seek(0)
+                    out.truncate()
+                    head.restart()
+                    continue
+                if source.failure is not None:
+                    raise source.failure
+                info = head.finish()  # the stream ended inside its header: that says more
+                if why is not None:
+                    return f"fail decode {why}"
+                os.fsync(out.fileno())
+                return f"ok {out.tell()} {info.pack().hex()}"
+            return "fail UpstreamUnavailable 0 the CDN kept cutting the download short"
+    except _WriteFailed as exc:
+        return f"fail OSError {exc.cause.errno or 0} {exc}"
+    except OSError as exc:  # the staging file could not be opened or synced
+        return f"fail OSError {exc.errno or 0} {exc}"
+    except TidalqError as exc:
+        return f"fail {type(exc).__name__} 0 {exc}"
+
+
+def _tags_of(data: bytes) -> list[Block]:
+    """Tag blocks as the daemon sends them: a kind byte, a 4-byte length, the body."""
+    blocks, at = [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at + 1:at + 5], "big")
+        blocks.append((data[at], data[at + 5:at + 5 + size]))
+        at += 5 + size
+    return blocks
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    """The decoder program: requests on ``stdin``, reports on ``stdout``, until stdin ends."""
     name = libflac_name()
     if name is None:
         raise SystemExit("tidalq decoder: no libFLAC on this machine")
     flac = _Libflac(name)
-    stdin = _Stdin(fd_in)
-    while True:
-        stdin.next_frame()
-        if stdin.closed:
-            return
-        if stdin.ended:  # an empty stream
-            why: str | None = "an empty stream"
-        else:
-            why = _decode_one(flac, stdin)
-        out.write("ok\n" if why is None else f"fail {why}\n")
-        out.flush()
-        stdin.skip_to_end()
-        if stdin.closed:
-            return
+    connections = Connections()
+
+    def say(line: str) -> None:
+        stdout.write(line.encode() + b"\n")
+        stdout.flush()
+
+    while line := stdin.readline():
+        request = json.loads(line)
+        tags = _tags_of(stdin.read(request["tags_bytes"]))
+        say(fetch_and_check(flac, connections, request, tags, say))
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -1,39 +1,37 @@
-"""FLAC decoders that outlive a track: programs of their own
-(:mod:`tidalq.media.decoder_program`: libFLAC, as ``flac -t``), each decoding one stream
-after another, so a track costs the daemon a pipe's worth of writes instead of a program's
-start. A decoder runs apart from the daemon, so a stream crafted to crash it crashes that
-program only; the track fails and the next one gets a new decoder.
+"""Decoder programs that outlive a track (:mod:`tidalq.media.decoder_program`): each takes
+one CDN file after another, downloads it, writes it with tidalq's tags ahead of the frames
+and decodes it with libFLAC (as ``flac -t``) as it arrives. So a track's bytes never pass
+through the daemon (the event loop stays free for the API calls, the store, the other
+tracks), and a track costs a request and a few lines of reply instead of a program's start.
+A decoder runs apart from the daemon, so a stream crafted to crash it crashes that program
+only; the track fails and the next one gets a new decoder.
 
-:class:`StreamDecode` is the daemon's side: a decoder taken from :class:`Decoders` (idle
-ones are kept, and closed after a minute unused) for one stream, returned after a clean
-verdict and killed otherwise (a cancelled job, a fetch that starts over, a broken stream).
+:class:`Decoders` keeps idle ones for the next file (closed after a minute unused);
+:func:`exchange` sends one request and reads the replies, giving the decoder back after a
+clean verdict and killing it otherwise (a cancelled job, a broken stream, a failed fetch).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
+import json
 import os
 import subprocess
 import sys
 import weakref
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import AsyncIterator, Callable, Mapping
 
-from tidalq.errors import IntegrityFailed
 from tidalq.media.decoder_program import libflac_name
 
-DECODE_TIMEOUT_S = 600
+REPLY_TIMEOUT_S = 600  # a decoder silent this long is given up on (its reads time out first)
 IDLE_CLOSE_S = 60.0  # an idle decoder is closed after this long (its memory is given back)
 KEPT_IDLE = 8
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
-PIPE_BYTES = 1 << 20  # what an unprivileged process may ask (/proc/sys/fs/pipe-max-size)
-END_OF_STREAM = b"\0\0\0\0"
+ENDED = "fail ended"  # how a decoder that ended is told, before how it ended
 
 
 class _Process:
-    """A running decoder, its stdin made non-blocking, its verdicts read on the loop."""
+    """A running decoder: requests written to its stdin, its reply lines read on the loop."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
@@ -42,47 +40,69 @@ class _Process:
         self.stdout = proc.stdout.fileno()
         os.set_blocking(self.stdin, False)
         os.set_blocking(self.stdout, False)
-        with contextlib.suppress(OSError):  # a smaller pipe only means more waits
-            fcntl.fcntl(self.stdin, F_SETPIPE_SZ, PIPE_BYTES)
         self._said = b""
-        self.verdict: asyncio.Future[str] | None = None
+        self._lines: asyncio.Queue[str] = asyncio.Queue()
+        self._listening = False
         self.idle_timer: asyncio.TimerHandle | None = None
 
-    def listen(self) -> asyncio.Future[str]:
-        """The next verdict (or why none will come) as a future."""
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` to the decoder, waiting while its pipe is full."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.stdin, view):]
+            except BlockingIOError:
+                await self._writable()
+            except (BrokenPipeError, ConnectionResetError):
+                return  # it ended: its reply says how
+
+    async def _writable(self) -> None:
         loop = asyncio.get_running_loop()
-        self.verdict = verdict = loop.create_future()
-        loop.add_reader(self.stdout, self._readable)
-        return verdict
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(self.stdin, _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(self.stdin)
+
+    async def lines(self) -> AsyncIterator[str]:
+        """Its reply lines, until a verdict (or why none will come)."""
+        if not self._listening:
+            asyncio.get_running_loop().add_reader(self.stdout, self._readable)
+            self._listening = True
+        while True:
+            line = await asyncio.wait_for(self._lines.get(), REPLY_TIMEOUT_S)
+            yield line
+            if not line.startswith("p "):
+                return
 
     def _readable(self) -> None:
         try:
-            more = os.read(self.stdout, 4096)
+            more = os.read(self.stdout, 65536)
         except BlockingIOError:
             return
         except OSError:
             more = b""
         if more:
             self._said += more
-            if b"\n" not in self._said:
-                return
-            line, self._said = self._said.split(b"\n", 1)
-            self._settle(line.decode(errors="replace"))
+            *lines, self._said = self._said.split(b"\n")
+            for line in lines:
+                self._lines.put_nowait(line.decode(errors="replace"))
         else:  # it ended: how is told once it is reaped (off the loop)
             loop = asyncio.get_running_loop()
-            loop.remove_reader(self.stdout)
+            self._stop_listening()
             ending = loop.run_in_executor(None, _how_it_ended, self.proc)
-            ending.add_done_callback(
-                lambda how: self._settle(f"fail the decoder ended ({how.result()})"))
+            ending.add_done_callback(lambda how: self._lines.put_nowait(
+                f"{ENDED} the decoder ended ({how.result()})"))
 
-    def _settle(self, line: str) -> None:
-        asyncio.get_running_loop().remove_reader(self.stdout)
-        if self.verdict is not None and not self.verdict.done():
-            self.verdict.set_result(line)
+    def _stop_listening(self) -> None:
+        if self._listening:
+            self._listening = False
+            with contextlib.suppress(RuntimeError, ValueError):  # the loop is gone at exit
+                asyncio.get_running_loop().remove_reader(self.stdout)
 
     def kill(self) -> None:
-        with contextlib.suppress(RuntimeError, ValueError):  # the loop is gone at exit
-            asyncio.get_running_loop().remove_reader(self.stdout)
+        self._stop_listening()
         if self.idle_timer is not None:
             self.idle_timer.cancel()
         self.proc.kill()  # a no-op once it ended
@@ -90,6 +110,7 @@ class _Process:
 
     def close(self) -> None:
         """Stdin closed: the decoder ends on its own."""
+        self._stop_listening()
         if self.idle_timer is not None:
             self.idle_timer.cancel()
         if self.proc.stdin is not None:
@@ -184,101 +205,32 @@ def of_this_loop() -> Decoders:
     return _LOOPS_DECODERS[loop]
 
 
-class StreamDecode:
-    """One stream through a decoder as its bytes arrive: :meth:`start`, :meth:`feed` the
-    bytes in order, :meth:`finish`; :meth:`kill` drops the decoder (idempotent)."""
-
-    def __init__(self, name: str, decoders: Decoders | None = None) -> None:
-        self.name = name  # the file's name, for errors
-        self._decoders = decoders or of_this_loop()
-        self._process: _Process | None = None
-        self._verdict: asyncio.Future[str] | None = None
-
-    async def start(self) -> None:
-        self._process = process = await self._decoders.take()
-        self._verdict = process.listen()
-
-    async def feed(self, *pieces: bytes | memoryview) -> None:
-        """Hand the decoder these bytes; waits while it is behind (its pipe is full).
-        IntegrityFailed as soon as it found the stream broken."""
-        size = sum(len(p) for p in pieces)
-        await self._write([size.to_bytes(4, "big"), *pieces])
-
-    async def finish(self) -> None:
-        """The stream ended: IntegrityFailed unless the decoder passed all of it."""
-        await self._write([END_OF_STREAM])
-        process, verdict = self._running()
-        try:
-            said = await asyncio.wait_for(asyncio.shield(verdict), DECODE_TIMEOUT_S)
-        except TimeoutError:
-            self.kill()
-            raise IntegrityFailed(f"{self.name} failed a full decode: no end after "
-                                  f"{DECODE_TIMEOUT_S}s") from None
-        self._judge(said)
-        self._process = None
-        self._decoders.give_back(process)
-
-    async def _write(self, pieces: list[bytes | memoryview]) -> None:
-        process, verdict = self._running()
-        views = [memoryview(p) for p in pieces]
-        while views:
-            if verdict.done():
-                self._stopped_early(verdict.result())
-            try:
-                sent = os.writev(process.stdin, views)
-            except BlockingIOError:
-                await self._writable(process.stdin, verdict)
+async def exchange(request: Mapping[str, object], tags: bytes,
+                   on_progress: Callable[[int, int | None], None],
+                   decoders: Decoders | None = None) -> str:
+    """Send one file's request (``tags`` after its JSON line) to a decoder; reports
+    ``p`` lines to ``on_progress`` and returns the verdict line. The decoder is given
+    back after ``ok``; killed after anything else, or if the caller is cancelled."""
+    pool = decoders or of_this_loop()
+    process = await pool.take()
+    try:
+        await process.send(json.dumps({**request, "tags_bytes": len(tags)}).encode()
+                           + b"\n" + tags)
+        async for line in process.lines():
+            if line.startswith("p "):
+                done, total = line.split()[1:3]
+                on_progress(int(done), int(total) if total != "-1" else None)
                 continue
-            except (BrokenPipeError, ConnectionResetError):
-                self._stopped_early(await asyncio.wait_for(asyncio.shield(verdict),
-                                                           DECODE_TIMEOUT_S))
-            while sent and views:
-                taken = min(sent, len(views[0]))
-                views[0] = views[0][taken:]
-                sent -= taken
-                if not views[0]:
-                    views.pop(0)
-
-    async def _writable(self, fd: int, verdict: asyncio.Future[str]) -> None:
-        """Until the pipe takes bytes again, or the decoder spoke."""
-        loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        loop.add_writer(fd, _wake, ready)
-        try:
-            await asyncio.wait_for(asyncio.wait([ready, verdict],
-                                                return_when=asyncio.FIRST_COMPLETED),
-                                   DECODE_TIMEOUT_S)
-        except TimeoutError:
-            raise IntegrityFailed(f"{self.name}: the decoder took nothing for "
-                                  f"{DECODE_TIMEOUT_S}s") from None
-        finally:
-            loop.remove_writer(fd)
-            if not ready.done():
-                ready.cancel()
-
-    def _judge(self, said: str) -> None:
-        if said != "ok":
-            self._broken(said.removeprefix("fail "))
-
-    def _stopped_early(self, said: str) -> NoReturn:
-        """The decoder spoke before the stream's end: it cannot have passed it."""
-        self._broken(said.removeprefix("fail ") if said != "ok" else
-                     "the decoder stopped before the end of the stream")
-
-    def _broken(self, why: str) -> NoReturn:
-        self.kill()
-        raise IntegrityFailed(f"{self.name} failed a full decode: {why[:300]}")
-
-    def _running(self) -> tuple[_Process, asyncio.Future[str]]:
-        if self._process is None or self._verdict is None:
-            raise IntegrityFailed(f"{self.name}: the decoder is not running")
-        return self._process, self._verdict
-
-    def kill(self) -> None:
-        """Stop this stream's decoder (a cancelled job, a fetch that starts over)."""
-        process, self._process = self._process, None
-        if process is not None:
-            process.kill()
+            if line.startswith("ok "):
+                pool.give_back(process)
+            else:
+                process.kill()
+            return line
+    except BaseException:  # cancelled (or no reply): the decoder's state is unknown
+        process.kill()
+        raise
+    process.kill()
+    return f"{ENDED} the decoder stopped answering"
 
 
 def _wake(ready: asyncio.Future[None]) -> None:

@@ -8,6 +8,9 @@
   retried on its own) and fed in order to the remuxer.
 - A 403 means the signed URL expired: :class:`~tidalq.errors.CdnExpired` tells the caller
   to ask the API for a fresh manifest.
+- A FLAC served whole, where libFLAC is here, is fetched by a decoder program instead
+  (:meth:`Fetcher.fetch_checked`, :mod:`tidalq.media.checked`), by the same rules
+  (:mod:`tidalq.media.cdn_body`): its bytes never pass through the daemon.
 
 Cancellation is asyncio's: cancelling the task aborts the HTTP stream at once.
 """
@@ -23,8 +26,12 @@ from typing import BinaryIO, Protocol
 import aiohttp
 
 from tidalq.errors import CdnExpired, DownloadError, UpstreamUnavailable, from_os_error
+from tidalq.media import checked
+from tidalq.media.cdn_body import CdnSettings
 from tidalq.media.flac import StreamInfo
+from tidalq.media.flachead import Block
 from tidalq.media.remux import FlacRemuxer
+from tidalq.media.verify import AudioFacts
 from tidalq.upstream.http import read_capped
 from tidalq.upstream.manifest import DashStream
 
@@ -99,12 +106,31 @@ class Fetcher:
 
     def __init__(self, session: aiohttp.ClientSession, *, read_timeout_s: float = 30,
                  connect_timeout_s: float = 10, segment_parallel: int = 4,
-                 on_bytes: Callable[[int], None] | None = None) -> None:
+                 on_bytes: Callable[[int], None] | None = None,
+                 address_kinds: set[str] | None = None) -> None:
         self.session = session
         self.on_bytes = on_bytes or (lambda n: None)
         self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s,
                                              sock_read=read_timeout_s)
         self.segment_parallel = segment_parallel
+        # what a decoder program fetching for us needs to know (the session's rules)
+        self.cdn = CdnSettings(connect_timeout_s, read_timeout_s,
+                               session.headers.get("User-Agent", "tidalq"),
+                               tuple(sorted(address_kinds)) if address_kinds else None)
+
+    # -- FLAC verified as it arrives, by a decoder program ----------------------------------
+    async def fetch_checked(self, url: str, dest: Path, tags: list[Block],
+                            progress: ProgressFn) -> tuple[AudioFacts, int]:
+        """``url`` to ``dest`` with ``tags`` ahead of the frames, decoded as it arrives;
+        (the stream's facts, the file's size) once it passed and is on disk."""
+        counted = [0]
+
+        def metered(done: int, total: int | None) -> None:
+            self.on_bytes(max(0, done - counted[0]))  # a file started over counts again
+            counted[0] = done
+            progress(done, total)
+
+        return await checked.fetch_checked(url, dest, tags, self.cdn, metered)
 
     # -- direct files -----------------------------------------------------------------------
     async def fetch_file(self, url: str, dest: Path, progress: ProgressFn) -> int:
