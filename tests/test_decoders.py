@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -63,15 +64,16 @@ class Cdn:
         self.url = ""
         self._runner: web.AppRunner | None = None
 
-    async def start(self, keepalive_s: float = 75) -> Cdn:
+    async def start(self, keepalive_s: float = 75, tls: ssl.SSLContext | None = None,
+                    host: str = "127.0.0.1") -> Cdn:
         app = web.Application()
         app.router.add_get("/{name}", self._serve)
         self._runner = web.AppRunner(app, keepalive_timeout=keepalive_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}"
         return self
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
@@ -190,6 +192,41 @@ async def test_a_connection_is_kept_for_the_next_file_and_replaced_once_closed(
         await asyncio.sleep(0.6)  # the server closes the idle connection meanwhile
         await fetch(cdn, good, tmp_path, decoders)  # no cut, no failure: a new one
         assert cdn.peers[2] != cdn.peers[1] and len(cdn.requests) == 3
+    finally:
+        decoders.close()
+        await cdn.stop()
+
+
+def a_certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` (and its key), made by the real openssl."""
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+                    "-keyout", str(key), "-out", str(cert)], check=True,
+                   capture_output=True)
+    return cert, key
+
+
+async def test_a_cdn_over_tls_is_fetched_and_a_wrong_certificate_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As real CDNs serve: HTTPS, the certificate checked against the host's name."""
+    cert, key = a_certificate(tmp_path, "localhost")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the decoders trust it, as a CA
+    cdn = await Cdn().start(tls=tls, host="localhost")
+    decoders = Decoders()
+    good = a_flac(tmp_path)
+    try:
+        await fetch(cdn, good, tmp_path, decoders)
+        subprocess.run(["flac", "-t", "-s", str(tmp_path / "t.flac")], check=True)
+
+        other, _ = a_certificate(tmp_path, "cdn.example.org")  # trusted, for another name
+        monkeypatch.setenv("SSL_CERT_FILE", str(other))
+        decoders.close()
+        decoders = Decoders()
+        with pytest.raises(UpstreamUnavailable, match="certificate was refused"):
+            await fetch(cdn, good, tmp_path, decoders)
     finally:
         decoders.close()
         await cdn.stop()

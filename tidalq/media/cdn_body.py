@@ -81,6 +81,9 @@ class CdnBody:
     def _once(self, have: int) -> Iterator[bytes]:
         try:
             resp, conn = self._get(have)
+        except ssl.SSLCertVerificationError as exc:  # no cut: asking again changes nothing
+            raise UpstreamUnavailable(f"the CDN's certificate was refused: "
+                                      f"{exc.verify_message}") from exc
         except _CUTS as exc:
             raise _Cut(resumable=have > 0) from exc
         done = have
