@@ -13,6 +13,7 @@ rules refuse), ``IntegrityFailed``, and a full disk as the filesystem error it i
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,12 +35,18 @@ async def fetch_checked(url: str, staging: Path, tags: list[Block], cdn: CdnSett
                         progress: ProgressFn) -> tuple[AudioFacts, int]:
     """Download ``url`` to ``staging`` with ``tags`` ahead of its frames, decoded as it
     arrives: (its facts, the file's size) once the file passed and is on disk."""
-    request = {"url": url, "path": str(staging), "cdn": dataclasses.asdict(cdn)}
+    request = {"url": url, "path": str(staging), "cdn": _as_dict(cdn)}
     verdict = await decoders.exchange(request, _tag_bytes(tags), progress)
     if verdict.startswith("ok "):
-        _, size, info = verdict.split(" ", 2)
+        _, size, taken, info = verdict.split(" ", 3)
+        progress(int(taken), int(taken))
         return facts_of_streaminfo(StreamInfo.unpack(bytes.fromhex(info))), int(size)
     raise _error_of(verdict.removeprefix("fail "), staging.name)
+
+
+@functools.lru_cache(maxsize=8)
+def _as_dict(cdn: CdnSettings) -> dict[str, object]:
+    return dataclasses.asdict(cdn)
 
 
 def _tag_bytes(tags: list[Block]) -> bytes:

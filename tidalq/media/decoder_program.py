@@ -11,8 +11,9 @@ through ctypes): MD5 checked, every decode error fatal, as ``flac -t``; beyond i
 samples decoded must add up to what STREAMINFO says. A stream libFLAC rejects stops the
 download there. Once the file passed, it is synced to disk.
 
-On stdout, ``p <bytes> <total>`` as the bytes come, then one verdict line: ``ok <size>
-<STREAMINFO in hex>``, ``fail decode <why>`` (the stream is broken), or ``fail <error>
+On stdout, ``p <bytes> <total>`` as the bytes come (every quarter of a second at most),
+then one verdict line: ``ok <size> <bytes> <STREAMINFO in hex>`` (the file's size, the
+CDN's bytes), ``fail decode <why>`` (the stream is broken), or ``fail <error>
 <errno> <message>`` (the download failed: a tidalq error's name, or ``OSError`` when the
 staging file could not be written). It imports what it needs only: several run beside the
 daemon.
@@ -26,6 +27,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -35,6 +37,7 @@ from tidalq.media.cdn_body import CdnBody, CdnSettings, Connections, StartOver
 from tidalq.media.flachead import Block, FlacHead
 
 MAX_STARTS = 6  # a file taken from its first byte again this often is given up on
+PROGRESS_EVERY_S = 0.25
 
 @functools.cache
 def libflac_name() -> str | None:
@@ -196,16 +199,31 @@ class _Source:
             close()
 
 
+class _Progress:
+    """Tells how far the download is, at most every :data:`PROGRESS_EVERY_S` (a file
+    that arrives faster is told by its verdict alone)."""
+
+    def __init__(self, say: Callable[[int], None]) -> None:
+        self._say = say
+        self._next = time.monotonic() + PROGRESS_EVERY_S
+
+    def took(self, consumed: int) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + PROGRESS_EVERY_S
+            self._say(consumed)
+
+
 def fetch_and_check(flac: _Libflac, connections: Connections, request: dict[str, Any],
                     tags: list[Block], say: Callable[[str], None]) -> str:
     """Fetch, write and decode one file; returns the verdict line."""
     body = CdnBody(request["url"], CdnSettings(**request["cdn"]), connections)
     head = FlacHead(tags)
+    progress = _Progress(lambda n: say(f"p {n} {body.total or -1}"))
     try:
         with open(request["path"], "wb", buffering=0) as out:
             for _ in range(MAX_STARTS):
-                source = _Source(body.chunks(0), head, out,
-                                 lambda n: say(f"p {n} {body.total or -1}"))
+                source = _Source(body.chunks(0), head, out, progress.took)
                 why = _decode(flac, source)
                 source.close()
                 if isinstance(source.failure, StartOver):
@@ -219,7 +237,7 @@ def fetch_and_check(flac: _Libflac, connections: Connections, request: dict[str,
                 if why is not None:
                     return f"fail decode {why}"
                 os.fsync(out.fileno())
-                return f"ok {out.tell()} {info.pack().hex()}"
+                return f"ok {out.tell()} {head.consumed} {info.pack().hex()}"
             return "fail UpstreamUnavailable 0 the CDN kept cutting the download short"
     except _WriteFailed as exc:
         return f"fail OSError {exc.cause.errno or 0} {exc}"

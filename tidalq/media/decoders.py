@@ -71,7 +71,8 @@ class _Process:
             asyncio.get_running_loop().add_reader(self.stdout, self._readable)
             self._listening = True
         while True:
-            line = await asyncio.wait_for(self._lines.get(), REPLY_TIMEOUT_S)
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                line = await self._lines.get()
             yield line
             if not line.startswith("p "):
                 return
