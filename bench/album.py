@@ -15,8 +15,8 @@ with ``TIDALQ_LYRICS=on`` one of them per track is the lyrics; off is the defaul
 with ``--runs`` above 1 a line of medians per kind.
 
 tidalq decodes every file whole before publishing it (libFLAC in decoder programs that
-outlive a track, fed the file's bytes as they arrive, the tags already ahead of the
-frames); curl checks nothing.
+outlive a track, each fetching a file itself and decoding its bytes as they arrive, the
+tags already ahead of the frames); curl checks nothing.
 So that the floor this sets is in view, the same run times ``flac -t`` over curl's files,
 one process per core (``flac_t_s``), and prints the ratio to curl followed by that test
 (``ratio_to_curl_then_flac_t``): what a user fetching with curl would run to know the

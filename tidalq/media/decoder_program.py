@@ -22,7 +22,6 @@ daemon.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import json
 import os
@@ -41,7 +40,10 @@ PROGRESS_EVERY_S = 0.25
 
 @functools.cache
 def libflac_name() -> str | None:
-    """The libFLAC a decoder loads, or None when this machine has none."""
+    """The libFLAC a decoder loads, or None when this machine has none (the daemon finds
+    it once and names it to each decoder: finding it runs ``ldconfig``)."""
+    import ctypes.util
+
     return ctypes.util.find_library("FLAC")
 
 
@@ -257,9 +259,9 @@ def _tags_of(data: bytes) -> list[Block]:
     return blocks
 
 
-def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The decoder program: requests on ``stdin``, reports on ``stdout``, until stdin ends."""
-    name = libflac_name()
+def serve(stdin: IO[bytes], stdout: IO[bytes], name: str | None) -> None:
+    """The decoder program: requests on ``stdin``, reports on ``stdout``, until stdin ends;
+    ``name`` is the libFLAC to load."""
     if name is None:
         raise SystemExit("tidalq decoder: no libFLAC on this machine")
     flac = _Libflac(name)
@@ -276,4 +278,5 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    serve(sys.stdin.buffer, sys.stdout.buffer,
+          sys.argv[1] if len(sys.argv) > 1 else libflac_name())

@@ -142,7 +142,9 @@ def _wait_quietly(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _spawn() -> _Process:
-    proc = subprocess.Popen([sys.executable, "-m", "tidalq.media.decoder_program"],
+    name = libflac_name()  # found once here: each program would run ldconfig for it
+    proc = subprocess.Popen([sys.executable, "-m", "tidalq.media.decoder_program",
+                             *([name] if name else [])],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     return _Process(proc)
