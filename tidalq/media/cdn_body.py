@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from tidalq.errors import CdnExpired, UpstreamUnavailable
+from tidalq.errors import CdnExpired, DownloadError, UpstreamUnavailable
 from tidalq.upstream.addresses import AddressRules, address_of
 
 CHUNK_BYTES = 256 * 1024
@@ -46,7 +46,9 @@ class StartOver(Exception):
     """The file must be taken again from its first byte (the server cannot resume)."""
 
 
-class _Cut(Exception):
+class Cut(Exception):
+    """The body ended early; ``resumable`` says whether Range may continue it."""
+
     def __init__(self, resumable: bool) -> None:
         super().__init__("body cut short")
         self.resumable = resumable
@@ -70,7 +72,7 @@ class CdnBody:
                     offset += len(chunk)
                     yield chunk
                 return
-            except _Cut as cut:
+            except Cut as cut:
                 self.cuts += 1
                 if self.cuts > MAX_RESUMES:
                     raise UpstreamUnavailable("the CDN kept cutting the download short") \
@@ -85,14 +87,14 @@ class CdnBody:
             raise UpstreamUnavailable(f"the CDN's certificate was refused: "
                                       f"{exc.verify_message}") from exc
         except _CUTS as exc:
-            raise _Cut(resumable=have > 0) from exc
+            raise Cut(resumable=have > 0) from exc
         done = have
         try:
             if resp.status == 416 and have:
                 self.cuts += 1
                 raise StartOver  # what we have is not a prefix of this file
             if resp.status not in (200, 206):
-                raise _status_error(resp.status, self.url)
+                raise status_error(resp.status, self.url)
             if resp.status == 200 and have:
                 raise StartOver  # the server sends the whole file again
             length = resp.getheader("Content-Length")
@@ -102,13 +104,13 @@ class CdnBody:
                 try:
                     chunk = resp.read1(CHUNK_BYTES)
                 except _CUTS:
-                    raise _Cut(resumable) from None
+                    raise Cut(resumable) from None
                 if not chunk:
                     break
                 done += len(chunk)
                 yield chunk
             if self.total is not None and done != self.total:
-                raise _Cut(resumable)
+                raise Cut(resumable)
         finally:
             whole = self.total is not None and done == self.total
             resp.close()  # the answer is over for the connection (its socket stays open)
@@ -146,7 +148,7 @@ class CdnBody:
                 conn, kept = self._connections.fresh(url, self.settings), False
 
 
-def _status_error(status: int, url: str) -> Exception:
+def status_error(status: int, url: str) -> DownloadError:
     if status == 403:
         return CdnExpired("the CDN refused the signed URL (expired)")
     return UpstreamUnavailable(f"the CDN answered {status} for {url.split('?')[0]}")

@@ -11,7 +11,7 @@ through ctypes): MD5 checked, every decode error fatal, as ``flac -t``; beyond i
 samples decoded must add up to what STREAMINFO says. A stream libFLAC rejects stops the
 download there. Once the file passed, it is synced to disk.
 
-On stdout, ``p <bytes> <total>`` as the bytes come (every quarter of a second at most),
+On stdout, ``p <bytes> <total>`` as the bytes come (the first, then every quarter second),
 then one verdict line: ``ok <size> <bytes> <STREAMINFO in hex>`` (the file's size, the
 CDN's bytes), ``fail decode <why>`` (the stream is broken), or ``fail <error>
 <errno> <message>`` (the download failed: a tidalq error's name, or ``OSError`` when the
@@ -202,12 +202,13 @@ class _Source:
 
 
 class _Progress:
-    """Tells how far the download is, at most every :data:`PROGRESS_EVERY_S` (a file
-    that arrives faster is told by its verdict alone)."""
+    """Tells how far the download is: its first bytes at once (a slow start shows), then
+    at most every :data:`PROGRESS_EVERY_S` (the rest of a file that arrives faster is
+    told by its verdict)."""
 
     def __init__(self, say: Callable[[int], None]) -> None:
         self._say = say
-        self._next = time.monotonic() + PROGRESS_EVERY_S
+        self._next = 0.0
 
     def took(self, consumed: int) -> None:
         now = time.monotonic()

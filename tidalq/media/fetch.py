@@ -21,13 +21,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 import aiohttp
 
-from tidalq.errors import CdnExpired, DownloadError, UpstreamUnavailable, from_os_error
+from tidalq.errors import CdnExpired, UpstreamUnavailable, from_os_error
 from tidalq.media import checked
-from tidalq.media.cdn_body import CdnSettings
+from tidalq.media.cdn_body import CHUNK_BYTES, MAX_RESUMES, CdnSettings, Cut, status_error
 from tidalq.media.flac import StreamInfo
 from tidalq.media.flachead import Block
 from tidalq.media.remux import FlacRemuxer
@@ -36,38 +36,8 @@ from tidalq.upstream.http import read_capped
 from tidalq.upstream.manifest import DashStream
 
 ProgressFn = Callable[[int, int | None], None]
-CHUNK_BYTES = 256 * 1024
-MAX_RESUMES = 5
 SEGMENT_TRIES = 4
 MAX_SEGMENT_BYTES = 64 << 20
-
-
-class _Cut(Exception):
-    """The body ended early; ``resumable`` says whether Range may continue it."""
-
-    def __init__(self, resumable: bool) -> None:
-        super().__init__("body cut short")
-        self.resumable = resumable
-
-
-def _status_error(status: int, url: str) -> DownloadError:
-    if status == 403:
-        return CdnExpired("the CDN refused the signed URL (expired)")
-    return UpstreamUnavailable(f"the CDN answered {status} for {url.split('?')[0]}")
-
-
-class Sink(Protocol):
-    """Where a direct download's bytes go, in order."""
-
-    @property
-    def offset(self) -> int:
-        """Bytes of the remote file taken so far: a resumed fetch asks from here."""
-
-    async def write(self, chunk: bytes) -> None:
-        """Take the next bytes."""
-
-    async def restart(self) -> None:
-        """Forget what was taken: the fetch starts again from the file's first byte."""
 
 
 class FileSink:
@@ -138,13 +108,13 @@ class Fetcher:
         with FileSink(dest) as sink:
             return await self.fetch_into(url, sink, progress)
 
-    async def fetch_into(self, url: str, sink: Sink, progress: ProgressFn) -> int:
+    async def fetch_into(self, url: str, sink: FileSink, progress: ProgressFn) -> int:
         """Download ``url`` into ``sink``, from its offset on; returns the remote size."""
         restarts = 0
         while True:
             try:
                 return await self._fetch_once(url, sink, progress)
-            except _Cut as cut:
+            except Cut as cut:
                 restarts += 1
                 if restarts > MAX_RESUMES:
                     raise UpstreamUnavailable("the CDN kept cutting the download short") from None
@@ -153,15 +123,15 @@ class Fetcher:
             except OSError as exc:
                 raise from_os_error(exc) from exc
 
-    async def _fetch_once(self, url: str, sink: Sink, progress: ProgressFn) -> int:
+    async def _fetch_once(self, url: str, sink: FileSink, progress: ProgressFn) -> int:
         have = sink.offset
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
             async with self.session.get(url, headers=headers, timeout=self.timeout) as resp:
                 if resp.status == 416 and have:
-                    raise _Cut(resumable=False)  # what we have is not a prefix of this file
+                    raise Cut(resumable=False)  # what we have is not a prefix of this file
                 if resp.status not in (200, 206):
-                    raise _status_error(resp.status, url)
+                    raise status_error(resp.status, url)
                 if resp.status == 200 and have:
                     await sink.restart()  # the server sends the whole file again
                     have = 0
@@ -170,11 +140,11 @@ class Fetcher:
                 return await self._stream_body(resp, sink, have, total, resumable, progress)
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
                 aiohttp.ClientOSError, TimeoutError) as exc:
-            raise _Cut(resumable=sink.offset > 0) from exc
+            raise Cut(resumable=sink.offset > 0) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"CDN request failed: {exc}") from exc
 
-    async def _stream_body(self, resp: aiohttp.ClientResponse, sink: Sink, have: int,
+    async def _stream_body(self, resp: aiohttp.ClientResponse, sink: FileSink, have: int,
                            total: int | None, resumable: bool, progress: ProgressFn) -> int:
         done = have
         try:
@@ -184,9 +154,9 @@ class Fetcher:
                 self.on_bytes(len(chunk))
                 progress(done, total)
         except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, TimeoutError):
-            raise _Cut(resumable) from None
+            raise Cut(resumable) from None
         if total is not None and done != total:
-            raise _Cut(resumable)
+            raise Cut(resumable)
         return done
 
     # -- DASH ---------------------------------------------------------------------------------
@@ -195,7 +165,7 @@ class Fetcher:
             try:
                 async with self.session.get(url, timeout=self.timeout) as resp:
                     if resp.status != 200:
-                        raise _status_error(resp.status, url)
+                        raise status_error(resp.status, url)
                     data = await read_capped(resp, MAX_SEGMENT_BYTES)
                     if len(data) > MAX_SEGMENT_BYTES:
                         raise UpstreamUnavailable("a DASH segment is implausibly large")
