@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from tidalq.errors import (
     ManifestError,
     UpstreamUnavailable,
 )
-from tidalq.media.cdn_body import CdnSettings
+from tidalq.media.cdn_body import CdnSettings, connect_first
 from tidalq.media.checked import fetch_checked
 from tidalq.media.decoders import _LOOPS_DECODERS, Decoders
 from tidalq.media.flachead import FlacHead
@@ -195,6 +197,31 @@ async def test_a_connection_is_kept_for_the_next_file_and_replaced_once_closed(
     finally:
         decoders.close()
         await cdn.stop()
+
+
+def test_an_address_that_never_answers_costs_a_moment_not_the_connect_timeout() -> None:
+    """Happy eyeballs: a name's first address silent (as IPv6 is on many home networks),
+    the next one is tried a quarter second later and wins."""
+    there = socket.create_server(("127.0.0.1", 0))
+    silent = socket.socket()  # a listener whose queue is full drops what comes next
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)
+    queued = [socket.socket() for _ in range(3)]
+    for sock in queued:
+        sock.setblocking(False)
+        sock.connect_ex(silent.getsockname())
+    at = (socket.AF_INET, socket.SOCK_STREAM, 6, "")
+    began = time.monotonic()
+    try:
+        with connect_first([(*at, silent.getsockname()), (*at, there.getsockname())],
+                           timeout_s=10) as sock:
+            assert sock.getpeername() == there.getsockname()
+        assert time.monotonic() - began < 2
+        with pytest.raises(TimeoutError):  # nothing answers
+            connect_first([(*at, silent.getsockname())], timeout_s=0.5)
+    finally:
+        for sock in [there, silent, *queued]:
+            sock.close()
 
 
 def a_certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:

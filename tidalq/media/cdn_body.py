@@ -13,11 +13,16 @@ same server when this one was read to its end.
 
 from __future__ import annotations
 
+import errno
 import http.client
+import os
+import selectors
 import socket
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from tidalq.errors import CdnExpired, DownloadError, UpstreamUnavailable
@@ -26,6 +31,7 @@ from tidalq.upstream.addresses import AddressRules, address_of
 CHUNK_BYTES = 256 * 1024
 MAX_RESUMES = 5
 MAX_REDIRECTS = 10
+NEXT_ADDRESS_S = 0.25  # a server's next address is tried after this long without answer
 REDIRECTS = (301, 302, 303, 307, 308)
 _CUTS = (OSError, http.client.HTTPException)  # timeouts and resets are OSErrors
 # how a request on a kept connection the server closed meanwhile fails
@@ -180,25 +186,70 @@ def _tls() -> ssl.SSLContext:
 
 def _dial(host: str, port: int, settings: CdnSettings) -> socket.socket:
     """A connection to ``host``, every address it names checked first."""
-    rules = AddressRules(settings.allowed) if settings.allowed is not None else None
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    if rules is not None:
+    if settings.allowed is not None:
+        rules = AddressRules(settings.allowed)
         for *_, sockaddr in found:
             address = address_of(str(sockaddr[0]))
             if address is not None:
                 rules.check_address(address, host)
+    sock = connect_first(found, settings.connect_timeout_s)
+    sock.settimeout(settings.read_timeout_s)
+    return sock
+
+
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
+
+
+def connect_first(found: Sequence[AddrInfo], timeout_s: float) -> socket.socket:
+    """The first of ``found`` to answer, trying the next one whenever the last tried has
+    not answered within :data:`NEXT_ADDRESS_S` (RFC 8305's "happy eyeballs"): an address
+    that never answers, as IPv6 does on many home networks, costs a moment, not the
+    connect timeout."""
+    deadline = time.monotonic() + timeout_s
+    waiting = selectors.DefaultSelector()
     last: OSError | None = None
-    for family, kind, proto, _, sockaddr in found:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(settings.connect_timeout_s)
-            sock.connect(sockaddr)
-            sock.settimeout(settings.read_timeout_s)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise last or OSError(f"{host} has no address")
+    try:
+        for family, kind, proto, _, sockaddr in found:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            if (failed := sock.connect_ex(sockaddr)) not in (0, errno.EINPROGRESS):
+                sock.close()
+                last = OSError(failed, f"{os.strerror(failed)} ({sockaddr[0]})")
+                continue
+            waiting.register(sock, selectors.EVENT_WRITE)
+            wait = min(NEXT_ADDRESS_S, deadline - time.monotonic())
+            won, last = _answered(waiting, wait, last)
+            if won is not None:
+                return won
+        while waiting.get_map() and (left := deadline - time.monotonic()) > 0:
+            won, last = _answered(waiting, left, last)
+            if won is not None:
+                return won
+        timed_out = bool(waiting.get_map())
+    finally:
+        for key in list(waiting.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        waiting.close()
+    if timed_out or last is None:
+        raise TimeoutError(f"no answer within {timeout_s:g}s")
+    raise last
+
+
+def _answered(waiting: selectors.BaseSelector, wait_s: float, last: OSError | None
+              ) -> tuple[socket.socket | None, OSError | None]:
+    """A socket among ``waiting`` that connected within ``wait_s`` (taken out of it), and
+    the last failure seen; those that failed are closed."""
+    for key, _ in waiting.select(max(wait_s, 0)):
+        sock: socket.socket = key.fileobj  # type: ignore[assignment]
+        waiting.unregister(sock)
+        failed = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not failed:
+            sock.setblocking(True)
+            return sock, last
+        last = OSError(failed, os.strerror(failed))
+        sock.close()
+    return None, last
 
 
 class Connections:
