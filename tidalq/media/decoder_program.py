@@ -269,7 +269,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], name: str | None) -> None:
     connections = Connections()
 
     def say(line: str) -> None:
-        stdout.write(line.encode() + b"\n")
+        stdout.write(line.replace("\n", " ").encode(errors="replace") + b"\n")
         stdout.flush()
 
     while line := stdin.readline():
