@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from tidalq.media.decoder_program import libflac_name
 
@@ -43,6 +43,7 @@ class _Process:
         self._said = b""
         self._lines: asyncio.Queue[str] = asyncio.Queue()
         self._listening = False
+        self.ended = False  # its output ended (it did, or will soon)
         self.idle_timer: asyncio.TimerHandle | None = None
 
     async def send(self, data: bytes) -> None:
@@ -65,17 +66,13 @@ class _Process:
         finally:
             loop.remove_writer(self.stdin)
 
-    async def lines(self) -> AsyncIterator[str]:
-        """Its reply lines, until a verdict (or why none will come)."""
+    async def next_line(self) -> str:
+        """Its next reply line (or why none will come)."""
         if not self._listening:
             asyncio.get_running_loop().add_reader(self.stdout, self._readable)
             self._listening = True
-        while True:
-            async with asyncio.timeout(REPLY_TIMEOUT_S):
-                line = await self._lines.get()
-            yield line
-            if not line.startswith("p "):
-                return
+        async with asyncio.timeout(REPLY_TIMEOUT_S):
+            return await self._lines.get()
 
     def _readable(self) -> None:
         try:
@@ -90,6 +87,7 @@ class _Process:
             for line in lines:
                 self._lines.put_nowait(line.decode(errors="replace"))
         else:  # it ended: how is told once it is reaped (off the loop)
+            self.ended = True
             loop = asyncio.get_running_loop()
             self._stop_listening()
             ending = loop.run_in_executor(None, _how_it_ended, self.proc)
@@ -162,7 +160,7 @@ class Decoders:
             process = self._idle.pop()
             if process.idle_timer is not None:
                 process.idle_timer.cancel()
-            if process.proc.poll() is None:
+            if not process.ended:  # an idle one that ended was heard ending
                 return process
             process.kill()
         # started on a thread: a fork of a big daemon is not the event loop's to wait for
@@ -219,21 +217,17 @@ async def exchange(request: Mapping[str, object], tags: bytes,
     try:
         await process.send(json.dumps({**request, "tags_bytes": len(tags)}).encode()
                            + b"\n" + tags)
-        async for line in process.lines():
-            if line.startswith("p "):
-                done, total = line.split()[1:3]
-                on_progress(int(done), int(total) if total != "-1" else None)
-                continue
-            if line.startswith("ok "):
-                pool.give_back(process)
-            else:
-                process.kill()
-            return line
+        while (line := await process.next_line()).startswith("p "):
+            done, total = line.split()[1:3]
+            on_progress(int(done), int(total) if total != "-1" else None)
     except BaseException:  # cancelled (or no reply): the decoder's state is unknown
         process.kill()
         raise
-    process.kill()
-    return f"{ENDED} the decoder stopped answering"
+    if line.startswith("ok "):
+        pool.give_back(process)
+    else:
+        process.kill()
+    return line
 
 
 def _wake(ready: asyncio.Future[None]) -> None:
