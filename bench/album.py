@@ -24,6 +24,13 @@ files are whole.
 
 Each timed section starts with ``sync``: curl leaves its files to the kernel's writeback,
 and the ``fsync`` of the next section would otherwise pay for writing them out.
+
+Beside the seconds, each line gives the CPU seconds each section cost on this machine
+(``tidalq_cpu_s``: the daemon, its decoder programs and the fake upstream's share;
+``curl_cpu_s``: curl and the fake; ``flac_t_cpu_s``) and their ratio
+(``cpu_ratio_to_curl_then_flac_t``): on a machine shared with others, where the seconds
+of one run differ from the next by a third, what the work costs moves less than how long
+it took.
 """
 
 from __future__ import annotations
@@ -39,12 +46,14 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import cast
 
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
@@ -57,9 +66,47 @@ KINDS = {"album": (JobSpec("album", 300), [300]),
          "artist": (JobSpec("artist", BENCH_ARTIST), [950, 951, 952, 953, 954])}
 
 
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def waited_cpu() -> float:
+    """CPU seconds of this process's children that have been waited for (curl, xargs
+    and the flac programs it waited for)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def own_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
+def decoders() -> list[int]:
+    """The daemon's decoder programs (children of this process) running now."""
+    mine, found = str(os.getpid()), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == mine and \
+                        b"tidalq.media.decoder_program" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def decoders_cpu() -> float:
+    total = 0.0
+    for pid in decoders():
+        with contextlib.suppress(OSError):
+            total += cpu_of(pid)
+    return total
+
+
 @contextlib.contextmanager
-def fake_upstream(cache: Path) -> Iterator[str]:
-    """The fake hifi-api in a process of its own; yields its URL."""
+def fake_upstream(cache: Path) -> Iterator[tuple[str, int]]:
+    """The fake hifi-api in a process of its own; yields its URL and its pid."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tidalq.testing.fakeapi", "--port",
                              str(port), "--cache", str(cache)], stdout=subprocess.DEVNULL)
@@ -79,13 +126,15 @@ def fake_upstream(cache: Path) -> Iterator[str]:
             f"http://127.0.0.1:{port}/_fake/faults", data=b'{"page_cap": 100}',
             headers={"Content-Type": "application/json"})
         urllib.request.urlopen(pages, timeout=10).close()
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> float:
+async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> tuple[float, float]:
+    """Seconds from submit to completed, and the CPU seconds of the daemon and its decoder
+    programs meanwhile (the decoders are idle by then: their count is final)."""
     settings = load_settings({
         "download_dir": str(tmp / "lib"), "store": f"sqlite:///{tmp}/q.db",
         "socket": str(tmp / "run" / "q.sock"), "api_urls": [url], "cover_url": url,
@@ -95,7 +144,7 @@ async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> float:
     store = daemon.store
     assert store is not None
     try:
-        began = time.perf_counter()
+        began, cpu_before = time.perf_counter(), own_cpu() + decoders_cpu()
         job, _ = await store.submit(spec)
         daemon.pool_or_raise.wake()
         cursor = await store.last_event_id()
@@ -104,12 +153,16 @@ async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> float:
             if events:
                 cursor = events[-1].id
         seconds = time.perf_counter() - began
+        cpu = own_cpu() + decoders_cpu() - cpu_before
         final = await store.get(job.id)
         if final.status.value != "completed":
             raise SystemExit(f"{spec.type} ended {final.status.value}: {final.error}")
-        return seconds
+        return seconds, cpu
     finally:
         await daemon.shutdown()
+        deadline = time.monotonic() + 10  # its decoders reaped: not counted with curl's
+        while decoders() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
 
 def api_requests(url: str) -> int:
@@ -144,13 +197,19 @@ def flac_t_seconds(folder: Path) -> float:
     return time.perf_counter() - began
 
 
-def line(kind: str, tracks: int, ours: float, theirs: float, test: float
-         ) -> dict[str, object]:
+Section = tuple[float, float, float, float, float, float]  # seconds, then CPU seconds
+
+
+def line(kind: str, tracks: int, section: Section) -> dict[str, object]:
+    ours, theirs, test, ours_cpu, theirs_cpu, test_cpu = section
     return {"bench": "album", "kind": kind, "tracks": tracks, "tidalq_s": round(ours, 2),
             "curl_s": round(theirs, 2), "ratio": round(ours / theirs, 2),
             "per_track_overhead_ms": round((ours - theirs) / tracks * 1000, 1),
             "flac_t_s": round(test, 2),
-            "ratio_to_curl_then_flac_t": round(ours / (theirs + test), 2)}
+            "ratio_to_curl_then_flac_t": round(ours / (theirs + test), 2),
+            "tidalq_cpu_s": round(ours_cpu, 2), "curl_cpu_s": round(theirs_cpu, 2),
+            "flac_t_cpu_s": round(test_cpu, 2),
+            "cpu_ratio_to_curl_then_flac_t": round(ours_cpu / (theirs_cpu + test_cpu), 2)}
 
 
 async def main() -> None:
@@ -159,9 +218,9 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     catalog = Catalog()
-    results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in KINDS}
+    results: dict[str, list[Section]] = {kind: [] for kind in KINDS}
     with tempfile.TemporaryDirectory(prefix="tidalq-album-") as tmp, \
-            fake_upstream(Path(tmp) / "media") as url:
+            fake_upstream(Path(tmp) / "media") as (url, fake):
         for kind, (_, albums) in KINDS.items():  # the fake makes its files on first request
             ids = [t.id for a in albums for t in catalog.albums[a].tracks]
             await asyncio.to_thread(curl_seconds, url, Path(tmp) / f"warm-{kind}", ids)
@@ -172,22 +231,28 @@ async def main() -> None:
                 work.mkdir()
                 os.sync()  # no writeback left over from the last section in this one
                 asked_before = api_requests(url)
-                ours = await tidalq_seconds(url, work, spec)
+                fake_before = cpu_of(fake)
+                ours, ours_cpu = await tidalq_seconds(url, work, spec)
+                ours_cpu += cpu_of(fake) - fake_before
                 per_track = round((api_requests(url) - asked_before) / len(ids), 3)
                 os.sync()
+                fake_before, waited_before = cpu_of(fake), waited_cpu()
                 theirs = await asyncio.to_thread(curl_seconds, url, work / "curl", ids)
+                theirs_cpu = cpu_of(fake) - fake_before + waited_cpu() - waited_before
+                waited_before = waited_cpu()
                 test = await asyncio.to_thread(flac_t_seconds, work / "curl")
-                results[kind].append((ours, theirs, test))
-                print(json.dumps({**line(kind, len(ids), ours, theirs, test),
+                section = (ours, theirs, test, ours_cpu, theirs_cpu,
+                           waited_cpu() - waited_before)
+                results[kind].append(section)
+                print(json.dumps({**line(kind, len(ids), section),
                                   "api_requests_per_track": per_track}), flush=True)
         if args.runs > 1:
-            for kind, pairs in results.items():
+            for kind, sections in results.items():
                 tracks = len([t for a in KINDS[kind][1] for t in catalog.albums[a].tracks])
-                ours = statistics.median(p[0] for p in pairs)
-                theirs = statistics.median(p[1] for p in pairs)
-                test = statistics.median(p[2] for p in pairs)
-                print(json.dumps({**line(kind, tracks, ours, theirs, test),
-                                  "median_of": len(pairs)}), flush=True)
+                medians = cast(Section, tuple(statistics.median(s[i] for s in sections)
+                                              for i in range(6)))
+                print(json.dumps({**line(kind, tracks, medians),
+                                  "median_of": len(sections)}), flush=True)
 
 
 if __name__ == "__main__":
