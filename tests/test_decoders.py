@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -267,6 +268,23 @@ async def test_a_cdn_over_tls_is_fetched_and_a_wrong_certificate_refused(
     finally:
         decoders.close()
         await cdn.stop()
+
+
+async def test_a_decoder_that_says_nothing_fails_its_track_and_is_dropped(
+        cdn: Cdn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoders = Decoders()
+    monkeypatch.setattr("tidalq.media.decoders.REPLY_TIMEOUT_S", 0.5)
+    good = a_flac(tmp_path)
+    try:
+        first, _ = await fetch(cdn, good, tmp_path, decoders)
+        os.kill(first, signal.SIGSTOP)  # alive, and silent
+        with pytest.raises(IntegrityFailed, match=r"the decoder said nothing for 0\.5s"):
+            await fetch(cdn, good, tmp_path, decoders)
+        assert (await fetch(cdn, good, tmp_path, decoders))[0] != first
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(first, signal.SIGCONT)
+        decoders.close()
 
 
 async def test_what_the_cdn_answers_becomes_the_daemons_errors(cdn: Cdn,

@@ -220,7 +220,9 @@ async def exchange(request: Mapping[str, object], tags: bytes,
         while (line := await process.next_line()).startswith("p "):
             done, total = line.split()[1:3]
             on_progress(int(done), int(total) if total != "-1" else None)
-    except BaseException:  # cancelled (or no reply): the decoder's state is unknown
+    except TimeoutError:  # its own reads time out long before: it is stuck
+        line = f"{ENDED} the decoder said nothing for {REPLY_TIMEOUT_S}s"
+    except BaseException:  # cancelled: the decoder's state is unknown
         process.kill()
         raise
     if line.startswith("ok "):
