@@ -135,3 +135,7 @@ def test_a_name_too_long_is_a_filesystem_error_not_an_internal_one() -> None:
     error = from_os_error(OSError(36, "File name too long"))
     assert isinstance(error, FilesystemError) and error.code is FailureCode.FILESYSTEM
     assert not error.retryable
+    # a timeout or a reset reaching the same handler is the network's, and worth a retry
+    for network in (TimeoutError(), ConnectionResetError(104, "Connection reset by peer")):
+        error = from_os_error(network)
+        assert error.code is FailureCode.UPSTREAM_UNAVAILABLE and error.retryable

@@ -217,7 +217,10 @@ _PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, er
 
 
 def from_os_error(exc: OSError) -> DownloadError:
-    """Translate a filesystem error into the download error a job should carry."""
+    """Translate a filesystem error into the download error a job should carry (a timeout
+    or a dropped connection is an OSError too, but says nothing of the disk)."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return UpstreamUnavailable(f"network error: {exc or type(exc).__name__}")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"disk full: {exc}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
