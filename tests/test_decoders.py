@@ -317,6 +317,13 @@ async def test_what_the_cdn_answers_becomes_the_daemons_errors(cdn: Cdn,
             with pytest.raises(FilesystemError):  # the staging folder is gone
                 await fetch_checked(f"{cdn.url}/moved.flac", tmp_path / "gone" / "e.flac",
                                     [], LOOPBACK, lambda *a: None)
+            with pytest.raises(UpstreamUnavailable, match="could not be resolved"):
+                await fetch_checked("http://no-such-host.invalid/t.flac", tmp_path / "f.flac",
+                                    [], LOOPBACK, lambda *a: None)
+            for nowhere in ("http://a..b/t.flac", "http://cdn.example.org:99999/t.flac"):
+                with pytest.raises(ManifestError, match="no valid host and port"):
+                    await fetch_checked(nowhere, tmp_path / "g.flac", [], LOOPBACK,
+                                        lambda *a: None)
         assert cdn.requests.count("moved.flac") == 1  # refused ones never reached it
     finally:
         decoders.close()

@@ -122,6 +122,18 @@ async def test_hi_res_request_on_a_cd_track_records_what_was_served(
                                      Quality.HI_RES_LOSSLESS), no_report)
 
 
+@pytest.mark.parametrize(("track", "quality"), [(1001, Quality.LOSSLESS),  # a decoder fetches
+                                               (1002, Quality.HIGH)])  # the daemon does
+async def test_a_cdn_host_that_does_not_resolve_says_so(
+        track: int, quality: Quality, session: aiohttp.ClientSession, fake: RunningFake,
+        tmp_path: Path) -> None:
+    fake.faults.cdn_base = "http://no-such-host.invalid"
+    with pytest.raises(UpstreamUnavailable, match=r"no-such-host\.invalid could not be resolved"):
+        await make_pipeline(session, fake, tmp_path).run_track_job(job("track", track, quality),
+                                                                   no_report)
+    assert audio_files(tmp_path) == []
+
+
 async def test_aac_track_is_tagged_m4a(session: aiohttp.ClientSession, fake: RunningFake,
                                        tmp_path: Path) -> None:
     result = await make_pipeline(session, fake, tmp_path).run_track_job(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from tidalq.errors import CdnExpired, DownloadError, UpstreamUnavailable
+from tidalq.errors import CdnExpired, DownloadError, ManifestError, UpstreamUnavailable
 from tidalq.upstream.addresses import AddressRules, address_of
 
 CHUNK_BYTES = 256 * 1024
@@ -186,7 +186,11 @@ def _tls() -> ssl.SSLContext:
 
 def _dial(host: str, port: int, settings: CdnSettings) -> socket.socket:
     """A connection to ``host``, every address it names checked first."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:  # no cut: it names nothing to connect to
+        raise UpstreamUnavailable(f"the CDN's host {host} could not be resolved: "
+                                  f"{exc.strerror}") from exc
     if settings.allowed is not None:
         rules = AddressRules(settings.allowed)
         for *_, sockaddr in found:
@@ -289,6 +293,12 @@ def _checked_origin(url: str, settings: CdnSettings) -> tuple[str, str, int]:
     if parts.scheme not in ("http", "https"):
         raise UpstreamUnavailable(f"the CDN URL is not http(s): {url.split('?')[0]}")
     host = parts.hostname or ""
+    try:
+        host.encode("idna")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except (UnicodeError, ValueError) as exc:  # the manifest named no place to go
+        raise ManifestError(f"the CDN URL names no valid host and port: "
+                            f"{url.split('?')[0]}") from exc
     if settings.allowed is not None:
         AddressRules(settings.allowed).check_host(host, url)
-    return parts.scheme, host, parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, host, port

@@ -275,7 +275,12 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], name: str | None) -> None:
     while line := stdin.readline():
         request = json.loads(line)
         tags = _tags_of(stdin.read(request["tags_bytes"]))
-        say(fetch_and_check(flac, connections, request, tags, say))
+        try:
+            say(fetch_and_check(flac, connections, request, tags, say))
+        except Exception as exc:  # what no rule foresaw: told as such, and no kept state
+            say(f"fail UpstreamUnavailable 0 the download failed: {type(exc).__name__}: "
+                f"{exc}")
+            connections = Connections()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Cancellation is asyncio's: cancelling the task aborts the HTTP stream at once.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +139,11 @@ class Fetcher:
                 total = have + resp.content_length if resp.content_length is not None else None
                 resumable = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
                 return await self._stream_body(resp, sink, have, total, resumable, progress)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, socket.gaierror):  # no cut: nowhere to connect to
+                raise UpstreamUnavailable(f"the CDN's host {exc.host} could not be "
+                                          f"resolved: {exc.os_error.strerror}") from exc
+            raise Cut(resumable=sink.offset > 0) from exc
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
                 aiohttp.ClientOSError, TimeoutError) as exc:
             raise Cut(resumable=sink.offset > 0) from exc
