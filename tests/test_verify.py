@@ -1,21 +1,23 @@
 """Verification refuses broken FLAC files (a flipped byte, a wrong MD5, a stream cut at a
-frame boundary with no MD5 to give it away, garbage); decoder programs are killed when
-their job is cancelled or their time is up."""
+frame boundary with no MD5 to give it away, garbage), decoded by tidalq's decoder programs
+(libFLAC); decoders are killed when their job is cancelled or their time is up, those
+programs and, on a machine without libFLAC, ``flac -t``."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import decoder_ended, slow_decoder, started_pid
+from tests.helpers import await_until, decoder_ended, slow_decoder, started_pid
 from tidalq.errors import IntegrityFailed
-from tidalq.media import flac, verify
+from tidalq.media import decoders, flac, verify
 from tidalq.testing import media
 
 STREAM = media.FlacStream.for_duration(media.CD, 3, 11)
@@ -78,6 +80,7 @@ async def test_verify_refuses_a_broken_file(tmp_path: Path, make: Callable[[Path
 
 async def test_a_decoder_past_its_time_is_killed_and_the_file_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify.decoders, "available", lambda: False)  # no libFLAC: flac -t
     pid_file = slow_decoder(tmp_path, "flac", monkeypatch)
     monkeypatch.setattr(verify, "DECODE_TIMEOUT_S", 1.0)
     with pytest.raises(IntegrityFailed, match="no end after"):
@@ -87,6 +90,7 @@ async def test_a_decoder_past_its_time_is_killed_and_the_file_refused(
 
 async def test_a_cancelled_verification_kills_its_decoder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify.decoders, "available", lambda: False)  # no libFLAC: flac -t
     pid_file = slow_decoder(tmp_path, "flac", monkeypatch)
     task = asyncio.create_task(verify.verify(good(tmp_path / "good.flac"), STREAM.duration_s))
     pid = await started_pid(pid_file)
@@ -94,3 +98,21 @@ async def test_a_cancelled_verification_kills_its_decoder(
     with pytest.raises(asyncio.CancelledError):
         await task
     await decoder_ended(pid)
+
+
+async def test_a_cancelled_verification_kills_its_decoder_program(tmp_path: Path) -> None:
+    """Where libFLAC is installed a finished file is decoded by a decoder program that
+    outlives a track; a cancelled check kills the one it took."""
+    await verify.verify(good(tmp_path / "good.flac"), STREAM.duration_s)  # one is kept
+    [kept] = decoders.of_this_loop()._idle
+    os.kill(kept.proc.pid, signal.SIGSTOP)  # it will take the next file and not answer
+    task = asyncio.create_task(verify.verify(good(tmp_path / "next.flac"), STREAM.duration_s))
+
+    async def taken() -> bool:
+        return not decoders.of_this_loop()._idle
+
+    await await_until(taken, 10, "the decoder to be taken")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await decoder_ended(kept.proc.pid)

@@ -5,28 +5,12 @@ with --repair — all through the installed CLI."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.helpers import FakeProcess
 from tests.test_account import wait_job
-
-
-def counting_flac(tmp_path: Path) -> tuple[Path, Path]:
-    """A `flac` on PATH that logs each call and runs the real one: (bin dir, log)."""
-    real = shutil.which("flac")
-    assert real, "flac is not installed; run scripts/test"
-    bin_dir, log = tmp_path / "bin", tmp_path / "flac-calls.log"
-    bin_dir.mkdir()
-    (bin_dir / "flac").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
-    (bin_dir / "flac").chmod(0o755)
-    return bin_dir, log
-
-
-def decodes(log: Path) -> int:
-    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 def corrupt(path: Path) -> None:
@@ -39,17 +23,19 @@ def corrupt(path: Path) -> None:
 
 def test_a_rerun_trusts_what_it_verified_and_decodes_what_changed(
         make_daemon: Any, fake_proc: FakeProcess, tmp_path: Path) -> None:
-    bin_dir, log = counting_flac(tmp_path)
-    d = make_daemon(PATH=f"{bin_dir}:{os.environ['PATH']}")
+    d = make_daemon(start=False)
+    d.start(True, "--verbose")  # the daemon says which library files it decodes
     wait_job(d, d.cli("add", "album", "100").stdout.strip())
     album = tmp_path / "lib" / "Test Artist" / "First Light"
     corrupt(album / "02 - Second Song (Live).flac")
-    before_decodes, before = decodes(log), len(fake_proc.requests())
+    before, logged = len(fake_proc.requests()), len(d.log())
     again = wait_job(d, d.cli("add", "album", "100").stdout.strip())
     fetched = [r["path"] for r in fake_proc.requests()[before:] if r["path"].startswith("/cdn/")]
     assert fetched == ["/cdn/1002/track.flac"], "only the changed file is fetched again"
-    # the changed file by flac -t; its replacement as it downloaded (test_checked_download)
-    assert decodes(log) - before_decodes == 1, "the changed file only"
+    # the changed file decoded (and found broken); its replacement as it downloaded
+    # (test_checked_download); the others trusted, not decoded
+    decoded = [line for line in d.log()[logged:].splitlines() if "decoding it" in line]
+    assert len(decoded) == 1 and "02 - Second Song (Live).flac" in decoded[0], decoded
     assert [t["status"] for t in again["trackProgress"]] == ["completed"] * 3
     assert sys.executable  # the daemon and this test share the interpreter
 

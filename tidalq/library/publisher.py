@@ -141,6 +141,7 @@ class Publisher:
             return False
         if stamp in self._found_broken:
             return False
+        log.debug("%s is not the file tidalq verified (or it never was): decoding it", target)
         try:
             await verify.verify(target, duration_s)
         except IntegrityFailed as exc:

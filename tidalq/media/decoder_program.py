@@ -11,6 +11,9 @@ through ctypes): MD5 checked, every decode error fatal, as ``flac -t``; beyond i
 samples decoded must add up to what STREAMINFO says. A stream libFLAC rejects stops the
 download there. Once the file passed, it is synced to disk.
 
+A request ``{"file": path}`` (no tag blocks) asks for a finished file to be decoded
+instead (libFLAC reads it itself); its verdict is ``ok`` or ``fail decode <why>``.
+
 On stdout, ``p <bytes> <total>`` as the bytes come (the first, then every quarter second),
 then one verdict line: ``ok <size> <bytes> <STREAMINFO in hex>`` (the file's size, the
 CDN's bytes), ``fail decode <why>`` (the stream is broken), or ``fail <error>
@@ -70,6 +73,8 @@ class _Libflac:
         lib.FLAC__stream_decoder_new.argtypes = []
         lib.FLAC__stream_decoder_init_stream.argtypes = [
             p, self.READ, p, p, p, p, self.WRITE, self.METADATA, self.ERROR, p]
+        lib.FLAC__stream_decoder_init_file.argtypes = [
+            p, ctypes.c_char_p, self.WRITE, self.METADATA, self.ERROR, p]
         lib.FLAC__stream_decoder_set_md5_checking.argtypes = [p, ctypes.c_int]
         for call in ("process_until_end_of_stream", "finish", "delete",
                      "get_total_samples"):
@@ -98,50 +103,80 @@ def _block_size(frame: int) -> int:
 
 
 
-def _decode(flac: _Libflac, source: _Source) -> str | None:
-    """Decode what ``source`` gives; None when it passed, else why not (when the source
-    itself failed, its ``failure`` says so instead)."""
+class _Watch:
+    """libFLAC's write and error callbacks for one stream: the samples decoded, and the
+    errors seen (any is fatal, as for ``flac -t``: libFLAC would resynchronise and go on)."""
+
+    def __init__(self, flac: _Libflac) -> None:
+        self.problems: list[str] = []
+        self.decoded = 0
+
+        def write(_d: Any, frame: int, _b: Any, _c: Any) -> int:
+            self.decoded += _block_size(frame)
+            return _WRITE_ABORT if self.problems else _WRITE_CONTINUE
+
+        def error(_d: Any, status: int, _c: Any) -> None:
+            self.problems.append(_ERRORS.get(status, f"decoder error {status}"))
+
+        self.callbacks = (flac.WRITE(write), flac.METADATA(lambda *a: None),
+                          flac.ERROR(error))
+
+
+def _run(flac: _Libflac, watch: _Watch, start: Callable[[int], int],
+         stopped: Callable[[], bool] = lambda: False) -> str | None:
+    """Decode the stream ``start`` sets a new decoder up for (it returns libFLAC's init
+    status); None when it passed, else why not. ``stopped``: the bytes stopped coming
+    for a reason of their own (which the caller tells instead)."""
     lib = flac.lib
-    problems: list[str] = []
-    decoded = [0]
-
-    # any decode error is fatal, as for ``flac -t``: libFLAC would resynchronise and go on
-    def read(_d: Any, buffer: int, size: Any, _c: Any) -> int:
-        got = -1 if problems else source.read_into(_memory_at(buffer, size[0]))
-        size[0] = max(got, 0)
-        return _READ_ABORT if got < 0 else _READ_CONTINUE if got else _READ_END_OF_STREAM
-
-    def write(_d: Any, frame: int, _b: Any, _c: Any) -> int:
-        decoded[0] += _block_size(frame)
-        return _WRITE_ABORT if problems else _WRITE_CONTINUE
-
-    def error(_d: Any, status: int, _c: Any) -> None:
-        problems.append(_ERRORS.get(status, f"decoder error {status}"))
-
-    callbacks = (flac.READ(read), flac.WRITE(write), flac.METADATA(lambda *a: None),
-                 flac.ERROR(error))
     decoder = lib.FLAC__stream_decoder_new()
     try:
         lib.FLAC__stream_decoder_set_md5_checking(decoder, 1)
-        if lib.FLAC__stream_decoder_init_stream(decoder, callbacks[0], None, None, None, None,
-                                                *callbacks[1:], None) != 0:
+        if start(decoder) != 0:
             return "libFLAC could not start a decoder"
         went_through = lib.FLAC__stream_decoder_process_until_end_of_stream(decoder)
         expected = lib.FLAC__stream_decoder_get_total_samples(decoder)
         md5_ok = lib.FLAC__stream_decoder_finish(decoder)
     finally:
         lib.FLAC__stream_decoder_delete(decoder)
-    if problems:
-        return problems[0]
-    if source.failure is not None:
+    if watch.problems:
+        return watch.problems[0]
+    if stopped():
         return None
     if not went_through:
         return "the stream does not decode"
     if not md5_ok:
         return "MD5 signature mismatch"
-    if expected and decoded[0] != expected:
-        return f"{decoded[0]} samples decoded of the {expected} STREAMINFO names"
+    if expected and watch.decoded != expected:
+        return f"{watch.decoded} samples decoded of the {expected} STREAMINFO names"
     return None
+
+
+def _decode(flac: _Libflac, source: _Source) -> str | None:
+    """Decode what ``source`` gives as it comes; None when it passed, else why not (when
+    the source itself failed, its ``failure`` says so instead)."""
+    watch = _Watch(flac)
+
+    def read(_d: Any, buffer: int, size: Any, _c: Any) -> int:
+        got = -1 if watch.problems else source.read_into(_memory_at(buffer, size[0]))
+        size[0] = max(got, 0)
+        return _READ_ABORT if got < 0 else _READ_CONTINUE if got else _READ_END_OF_STREAM
+
+    reader = flac.READ(read)
+    return _run(flac, watch, lambda decoder: flac.lib.FLAC__stream_decoder_init_stream(
+        decoder, reader, None, None, None, None, *watch.callbacks, None),
+        lambda: source.failure is not None)
+
+
+def check_file(flac: _Libflac, path: str) -> str:
+    """Decode a finished file (libFLAC reads it itself); returns the verdict line."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return f"fail decode cannot be read: {exc.strerror}"
+    watch = _Watch(flac)
+    why = _run(flac, watch, lambda decoder: flac.lib.FLAC__stream_decoder_init_file(
+        decoder, os.fsencode(path), *watch.callbacks, None))
+    return "ok" if why is None else f"fail decode {why}"
 
 
 class _WriteFailed(Exception):
@@ -276,7 +311,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], name: str | None) -> None:
         request = json.loads(line)
         tags = _tags_of(stdin.read(request["tags_bytes"]))
         try:
-            say(fetch_and_check(flac, connections, request, tags, say))
+            say(check_file(flac, request["file"]) if "file" in request else
+                fetch_and_check(flac, connections, request, tags, say))
         except Exception as exc:  # what no rule foresaw: told as such, and no kept state
             say(f"fail UpstreamUnavailable 0 the download failed: {type(exc).__name__}: "
                 f"{exc}")

@@ -206,11 +206,12 @@ def of_this_loop() -> Decoders:
     return _LOOPS_DECODERS[loop]
 
 
-async def exchange(request: Mapping[str, object], tags: bytes,
-                   on_progress: Callable[[int, int | None], None],
+async def exchange(request: Mapping[str, object], tags: bytes = b"",
+                   on_progress: Callable[[int, int | None], None] = lambda *_: None,
                    decoders: Decoders | None = None) -> str:
-    """Send one file's request (``tags`` after its JSON line) to a decoder; reports
-    ``p`` lines to ``on_progress`` and returns the verdict line. The decoder is given
+    """Send one request (``tags`` after its JSON line) to a decoder: a CDN file to fetch
+    and check, or ``{"file": path}``, a finished file to decode. Reports ``p`` lines to
+    ``on_progress`` and returns the verdict line. The decoder is given
     back after ``ok``; killed after anything else, or if the caller is cancelled."""
     pool = decoders or of_this_loop()
     process = await pool.take()
@@ -225,7 +226,7 @@ async def exchange(request: Mapping[str, object], tags: bytes,
     except BaseException:  # cancelled: the decoder's state is unknown
         process.kill()
         raise
-    if line.startswith("ok "):
+    if line.split(" ", 1)[0] == "ok":
         pool.give_back(process)
     else:
         process.kill()

@@ -1,8 +1,9 @@
 """Verification before publishing: nothing unverified reaches the library.
 
 Checks, in order: the container parses (mutagen), the codec matches the extension, the
-duration is within tolerance of the API's, and — when the programs are on PATH — a full
-decode (``flac -t`` for FLAC, ``ffmpeg -v error -f null`` otherwise).
+duration is within tolerance of the API's, and a full decode: FLAC by the decoder programs
+of :mod:`tidalq.media.decoders` where libFLAC is installed (else ``flac -t``), anything
+else by ``ffmpeg -v error -f null``, when the programs are on PATH.
 
 The decode runs in a program of its own, never in the daemon: a file crafted to crash a
 decoder crashes that program only. Decoders are started and waited for on a small pool of
@@ -93,8 +94,9 @@ def facts_of_streaminfo(info: StreamInfo) -> AudioFacts:
 
 
 def can_decode(path: Path) -> bool:
-    """Whether a full decode of ``path`` is possible here (flac or ffmpeg on PATH)."""
-    return _decoder_args(path) is not None
+    """Whether a full decode of ``path`` is possible here (libFLAC, or flac or ffmpeg on
+    PATH)."""
+    return (path.suffix == ".flac" and decoders.available()) or _decoder_args(path) is not None
 
 
 def duration_ok(actual_s: float, expected_s: float) -> bool:
@@ -144,6 +146,9 @@ class _Decoder:
 
 
 async def _decode(path: Path) -> None:
+    if path.suffix == ".flac" and decoders.available():
+        await _decode_in_a_decoder(path)
+        return
     args = _decoder_args(path)
     if args is None:
         return
@@ -160,6 +165,15 @@ async def _decode(path: Path) -> None:
     if path.suffix == ".flac" and args[1] == "-t":
         problems = _flac_problems(status, problems)
     _judge(path.name, status, problems)
+
+
+async def _decode_in_a_decoder(path: Path) -> None:
+    """A FLAC file decoded by one of the decoder programs that outlive a track (libFLAC,
+    as ``flac -t``): no program is started for it."""
+    said = await decoders.exchange({"file": str(path)})
+    if said != "ok":
+        why = said.removeprefix("fail ").removeprefix("decode ")
+        raise IntegrityFailed(f"{path.name} failed a full decode: {why[:300]}")
 
 
 def _flac_problems(status: int, printed: str) -> str:
