@@ -49,8 +49,8 @@ def available_checks() -> list[str]:
     """What this machine can verify beyond parsing (said at daemon start-up)."""
     checks = ["container", "codec", "duration"]
     if decoders.available():
-        checks.append("libFLAC as it downloads")
-    if _which("flac"):
+        checks.append("libFLAC (as a FLAC downloads, and finished FLAC files)")
+    elif _which("flac"):
         checks.append("flac -t")
     if _which("ffmpeg"):
         checks.append("ffmpeg decode")
