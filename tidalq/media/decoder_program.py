@@ -179,14 +179,6 @@ def check_file(flac: _Libflac, path: str) -> str:
     return "ok" if why is None else f"fail decode {why}"
 
 
-class _WriteFailed(Exception):
-    """The staging file could not be written (a full disk)."""
-
-    def __init__(self, cause: OSError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
 class _Source:
     """The file's bytes for libFLAC: each chunk from the CDN goes through the head, is
     written to the staging file, and is kept until libFLAC has read it."""
@@ -222,10 +214,7 @@ class _Source:
 
     def _take(self, chunk: bytes) -> None:
         for piece in self._head.feed(chunk):
-            try:
-                self._out.write(piece)
-            except OSError as exc:
-                raise _WriteFailed(exc) from exc
+            self._out.write(piece)  # an OSError here (a full disk) is the verdict's
             self._pieces.append(memoryview(piece))
         self._say(self._head.consumed)
 
@@ -277,16 +266,20 @@ def fetch_and_check(flac: _Libflac, connections: Connections, request: dict[str,
                 os.fsync(out.fileno())
                 return f"ok {out.tell()} {head.consumed} {info.pack().hex()}"
             return "fail UpstreamUnavailable 0 the CDN kept cutting the download short"
-    except _WriteFailed as exc:
-        return f"fail OSError {exc.cause.errno or 0} {exc}"
-    except OSError as exc:  # the staging file could not be opened or synced
+    except OSError as exc:  # the staging file could not be opened, written or synced (the
+        # CDN's socket errors are cuts, or UpstreamUnavailable, inside cdn_body)
         return f"fail OSError {exc.errno or 0} {exc}"
     except TidalqError as exc:
         return f"fail {type(exc).__name__} 0 {exc}"
 
 
-def _tags_of(data: bytes) -> list[Block]:
+def pack_tags(tags: list[Block]) -> bytes:
     """Tag blocks as the daemon sends them: a kind byte, a 4-byte length, the body."""
+    return b"".join(bytes([kind]) + len(body).to_bytes(4, "big") + body for kind, body in tags)
+
+
+def unpack_tags(data: bytes) -> list[Block]:
+    """What :func:`pack_tags` made."""
     blocks, at = [], 0
     while at < len(data):
         size = int.from_bytes(data[at + 1:at + 5], "big")
@@ -309,7 +302,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], name: str | None) -> None:
 
     while line := stdin.readline():
         request = json.loads(line)
-        tags = _tags_of(stdin.read(request["tags_bytes"]))
+        tags = unpack_tags(stdin.read(request["tags_bytes"]))
         try:
             say(check_file(flac, request["file"]) if "file" in request else
                 fetch_and_check(flac, connections, request, tags, say))

@@ -22,6 +22,7 @@ import sys
 import weakref
 from collections.abc import Callable, Mapping
 
+from tidalq import errors
 from tidalq.media.decoder_program import libflac_name
 
 REPLY_TIMEOUT_S = 600  # a decoder silent this long is given up on (its reads time out first)
@@ -231,6 +232,26 @@ async def exchange(request: Mapping[str, object], tags: bytes = b"",
     else:
         process.kill()
     return line
+
+
+# the errors a decoder program may name in its verdict (anything else is a broken decoder)
+_NAMED: dict[str, type[errors.DownloadError]] = {
+    cls.__name__: cls for cls in (errors.CdnExpired, errors.UpstreamUnavailable,
+                                  errors.ManifestError, errors.IntegrityFailed)}
+
+
+def error_of(verdict: str, name: str) -> errors.DownloadError:
+    """The daemon's error for a verdict other than ``ok`` about the file ``name``:
+    ``CdnExpired`` (the caller asks for a fresh URL), ``UpstreamUnavailable``,
+    ``ManifestError``, a filesystem error, or ``IntegrityFailed`` (a broken stream, or a
+    decoder that ended or fell silent)."""
+    kind, _, rest = verdict.removeprefix("fail ").partition(" ")
+    number, _, message = rest.partition(" ")
+    if kind == "OSError":
+        return errors.from_os_error(OSError(int(number) if number.isdigit() else 0, message))
+    if kind in _NAMED:
+        return _NAMED[kind](message)
+    return errors.IntegrityFailed(f"{name} failed a full decode: {rest[:300]}")
 
 
 def _wake(ready: asyncio.Future[None]) -> None:

@@ -36,7 +36,7 @@ from tidalq.media.verify import AudioFacts
 from tidalq.upstream.http import read_capped
 from tidalq.upstream.manifest import DashStream
 
-ProgressFn = Callable[[int, int | None], None]
+ProgressFn = checked.ProgressFn
 SEGMENT_TRIES = 4
 MAX_SEGMENT_BYTES = 64 << 20
 

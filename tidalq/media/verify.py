@@ -172,8 +172,7 @@ async def _decode_in_a_decoder(path: Path) -> None:
     as ``flac -t``): no program is started for it."""
     said = await decoders.exchange({"file": str(path)})
     if said != "ok":
-        why = said.removeprefix("fail ").removeprefix("decode ")
-        raise IntegrityFailed(f"{path.name} failed a full decode: {why[:300]}")
+        raise decoders.error_of(said, path.name)
 
 
 def _flac_problems(status: int, printed: str) -> str:
