@@ -22,6 +22,12 @@ one process per core (``flac_t_s``), and prints the ratio to curl followed by th
 (``ratio_to_curl_then_flac_t``): what a user fetching with curl would run to know the
 files are whole.
 
+What the design itself costs is in view too: the same files fetched and decoded by four
+lanes of the daemon's decoder programs and nothing else (no API request, tags, store or
+publish; ``decoders_only_s``), and its ratio to curl then ``flac -t``
+(``floor_ratio_to_curl_then_flac_t``): no daemon built on these programs gets below it.
+``daemon_ms_per_track`` is what the daemon's own work adds to that, per track.
+
 Each timed section starts with ``sync``: curl leaves its files to the kernel's writeback,
 and the ``fsync`` of the next section would otherwise pay for writing them out.
 
@@ -57,6 +63,9 @@ from typing import cast
 
 from tidalq.config import load_settings
 from tidalq.daemon import Daemon
+from tidalq.media import checked
+from tidalq.media import decoders as decoder_programs
+from tidalq.media.cdn_body import CdnSettings
 from tidalq.models import JobSpec
 from tidalq.testing.catalog import BENCH_ARTIST, BENCH_PLAYLIST, Catalog
 from tidalq.testing.localservers import free_port
@@ -165,6 +174,32 @@ async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> tuple[float, flo
             await asyncio.sleep(0.05)
 
 
+async def decoders_only_seconds(url: str, out: Path, track_ids: list[int]
+                                ) -> tuple[float, float]:
+    """The files fetched, written, decoded and synced by four lanes of decoder programs,
+    as the daemon's slots use them, with none of the daemon's other work: seconds, and the
+    CPU seconds of this process and the decoders."""
+    out.mkdir()
+    waiting = list(track_ids)
+
+    async def lane() -> None:
+        while waiting:
+            track = waiting.pop()
+            await checked.fetch_checked(f"{url}/cdn/{track}/track.flac?token=sig1",
+                                        out / f"{track}.flac", [], CdnSettings(),
+                                        lambda *_: None)
+
+    began, cpu_before = time.perf_counter(), own_cpu()
+    try:
+        await asyncio.gather(*(lane() for _ in range(4)))
+        return time.perf_counter() - began, own_cpu() + decoders_cpu() - cpu_before
+    finally:
+        decoder_programs.of_this_loop().close()  # fetch_checked's; reaped before curl's turn
+        deadline = time.monotonic() + 10
+        while decoders() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
 def api_requests(url: str) -> int:
     """Requests the fake answered that were not CDN downloads (what rate limits count)."""
     import urllib.request
@@ -197,11 +232,12 @@ def flac_t_seconds(folder: Path) -> float:
     return time.perf_counter() - began
 
 
-Section = tuple[float, float, float, float, float, float]  # seconds, then CPU seconds
+# seconds (tidalq, curl, flac -t, decoders only), then CPU seconds in the same order
+Section = tuple[float, float, float, float, float, float, float, float]
 
 
 def line(kind: str, tracks: int, section: Section) -> dict[str, object]:
-    ours, theirs, test, ours_cpu, theirs_cpu, test_cpu = section
+    ours, theirs, test, floor, ours_cpu, theirs_cpu, test_cpu, floor_cpu = section
     return {"bench": "album", "kind": kind, "tracks": tracks, "tidalq_s": round(ours, 2),
             "curl_s": round(theirs, 2), "ratio": round(ours / theirs, 2),
             "per_track_overhead_ms": round((ours - theirs) / tracks * 1000, 1),
@@ -209,7 +245,10 @@ def line(kind: str, tracks: int, section: Section) -> dict[str, object]:
             "ratio_to_curl_then_flac_t": round(ours / (theirs + test), 2),
             "tidalq_cpu_s": round(ours_cpu, 2), "curl_cpu_s": round(theirs_cpu, 2),
             "flac_t_cpu_s": round(test_cpu, 2),
-            "cpu_ratio_to_curl_then_flac_t": round(ours_cpu / (theirs_cpu + test_cpu), 2)}
+            "cpu_ratio_to_curl_then_flac_t": round(ours_cpu / (theirs_cpu + test_cpu), 2),
+            "decoders_only_s": round(floor, 2), "decoders_only_cpu_s": round(floor_cpu, 2),
+            "floor_ratio_to_curl_then_flac_t": round(floor / (theirs + test), 2),
+            "daemon_ms_per_track": round((ours - floor) / tracks * 1000, 1)}
 
 
 async def main() -> None:
@@ -236,13 +275,17 @@ async def main() -> None:
                 ours_cpu += cpu_of(fake) - fake_before
                 per_track = round((api_requests(url) - asked_before) / len(ids), 3)
                 os.sync()
+                fake_before = cpu_of(fake)
+                floor, floor_cpu = await decoders_only_seconds(url, work / "decoders", ids)
+                floor_cpu += cpu_of(fake) - fake_before
+                os.sync()
                 fake_before, waited_before = cpu_of(fake), waited_cpu()
                 theirs = await asyncio.to_thread(curl_seconds, url, work / "curl", ids)
                 theirs_cpu = cpu_of(fake) - fake_before + waited_cpu() - waited_before
                 waited_before = waited_cpu()
                 test = await asyncio.to_thread(flac_t_seconds, work / "curl")
-                section = (ours, theirs, test, ours_cpu, theirs_cpu,
-                           waited_cpu() - waited_before)
+                section = (ours, theirs, test, floor, ours_cpu, theirs_cpu,
+                           waited_cpu() - waited_before, floor_cpu)
                 results[kind].append(section)
                 print(json.dumps({**line(kind, len(ids), section),
                                   "api_requests_per_track": per_track}), flush=True)
@@ -250,7 +293,7 @@ async def main() -> None:
             for kind, sections in results.items():
                 tracks = len([t for a in KINDS[kind][1] for t in catalog.albums[a].tracks])
                 medians = cast(Section, tuple(statistics.median(s[i] for s in sections)
-                                              for i in range(6)))
+                                              for i in range(8)))
                 print(json.dumps({**line(kind, tracks, medians),
                                   "median_of": len(sections)}), flush=True)
 
