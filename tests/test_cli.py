@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +76,45 @@ def test_exit_codes(make_daemon: Any, tmp_path: Path) -> None:
     assert d.cli("retry", check=False).returncode == 2
     d.cli("remove", job_id)
     assert d.cli("show", job_id, check=False).returncode == 1
+
+
+def at_a_terminal(d: DaemonProcess, columns: int, *args: str) -> list[str]:
+    """What ``tidalq ARGS`` shows on a terminal ``columns`` wide (a pseudo-terminal), its
+    colours taken out."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tidalq", *args], cwd=repo_root(),
+                            env={**d.env, "COLUMNS": str(columns), "LINES": "50"},
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    shown, deadline = b"", time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and select.select([leader], [], [], 1)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the program closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert proc.wait(10) == 0, shown
+    finally:
+        os.close(leader)
+        proc.kill()
+    return re.sub(r"\x1b\[[0-9;]*m", "", shown.decode()).replace("\r", "").splitlines()
+
+
+def test_list_on_an_80_column_terminal_says_what_each_job_is(make_daemon: Any) -> None:
+    d: DaemonProcess = make_daemon()
+    d.cli("add", "album", "100", "200")
+    assert d.cli("wait", "--timeout", "90").returncode == 0
+    narrow = at_a_terminal(d, 80, "list")
+    assert narrow[0].split() == ["ID", "WHAT", "STATUS", "PROGRESS", "NOTE"], narrow
+    assert any("Test Artist – First Lig" in line for line in narrow), narrow
+    assert any("Test Artist – Double Vi" in line for line in narrow), narrow
+    wide = at_a_terminal(d, 160, "list")
+    assert wide[0].split() == ["ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED",
+                               "NOTE"], wide
+    assert any("Test Artist – Double Vision  LOSSLESS" in line for line in wide), wide
 
 
 def test_pause_and_resume_single_jobs(make_daemon: Any) -> None:

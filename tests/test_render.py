@@ -60,3 +60,21 @@ def test_an_album_shows_its_tracks_in_columns(monkeypatch: pytest.MonkeyPatch) -
     assert lines[0].split()[:3] == ["#", "TITLE", "STATUS"]
     assert [line.index("/music") for line in lines[1:]] == [lines[0].index("FILE")] * 3
     assert lines[3].startswith("1-10")
+
+
+def test_a_narrow_terminal_leaves_out_the_less_telling_columns_before_the_titles(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = [{**listed("A Title Long Enough To Be Cut Somewhere", JobStatus.COMPLETED),
+             "id": "job-1796461815505-pmbfv5apk"}]  # as long as a real id
+    narrow = printed(monkeypatch, 80, render.jobs_table, jobs)
+    assert narrow[0].split() == ["ID", "WHAT", "STATUS", "PROGRESS", "NOTE"]
+    assert "Artist – A Title Long E" in narrow[1]
+    roomy = printed(monkeypatch, 96, render.jobs_table, jobs)  # CREATED goes, QUALITY stays
+    assert roomy[0].split() == ["ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "NOTE"]
+    follows = [{"id": "f-1a2b3c4d", "kind": "artist", "title": "An Artist With A Long Name",
+                "ref": "42", "lastCheckAt": 1_700_000_000_000, "nextCheckAt": 1_700_000_600_000,
+                "lastOutcome": "2 new albums submitted"}]
+    assert printed(monkeypatch, 200, render.follows_table, follows)[0].split()[2:4] == \
+        ["LAST", "CHECK"]
+    narrow = printed(monkeypatch, 64, render.follows_table, follows)
+    assert "LAST" not in narrow[0] and "artist An Artist With A" in narrow[1], narrow

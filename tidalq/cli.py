@@ -318,7 +318,10 @@ def status(app: App, as_json: bool) -> None:
 @pass_app
 @handles_errors
 def list_(app: App, status_: str | None, limit: int, as_json: bool) -> None:
-    """Jobs, newest first."""
+    """Jobs, newest first.
+
+    Titles are cut to fit the terminal; on a narrow one, CREATED and then QUALITY go
+    first (tidalq show has both)."""
     params: dict[str, Any] = {"limit": limit}
     if status_:
         params["status"] = status_.lower()

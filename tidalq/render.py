@@ -84,10 +84,16 @@ def _percent(progress: float) -> str:
     return f"{progress * 100:5.1f}%"
 
 
-def _columns(headers: tuple[str, ...], rows: list[list[str | Text]], cut: int) -> Text:
+MIN_TITLE_CELLS = 24  # what a narrow terminal leaves the titles before columns go
+
+
+def _columns(headers: tuple[str, ...], rows: list[list[str | Text]], cut: int,
+             droppable: tuple[int, ...] = ()) -> Text:
     """Rows as aligned columns two spaces apart, under bold headers. The last column runs
     on (a long error or path wraps); column ``cut`` (titles) is cut with … so that the
-    rest fits the terminal.
+    rest fits the terminal. Where the terminal is too narrow to leave the titles
+    :data:`MIN_TITLE_CELLS` (or all they need), the ``droppable`` columns are left out, in
+    that order, first: a list that says what each job is beats one that says when.
 
     rich's Table does this too, but measures every cell several times: 20-odd ms for 50
     jobs, more than the rest of ``tidalq list`` after start-up."""
@@ -96,12 +102,22 @@ def _columns(headers: tuple[str, ...], rows: list[list[str | Text]], cut: int) -
     grid = [[Text(h, style="bold") for h in headers],
             *[[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]]
     widths = [max(row[i].cell_len for row in grid) for i in range(len(headers) - 1)]
-    others = sum(widths) - widths[cut] + 2 * (len(headers) - 1) + len(headers[-1])
-    widths[cut] = max(len(headers[cut]), min(widths[cut], console().width - others))
+    shown = list(range(len(headers)))
+
+    def room_for_titles() -> int:
+        others = sum(widths[i] + 2 for i in shown[:-1] if i != cut) + 2 + len(headers[-1])
+        return console().width - others
+
+    for column in droppable:
+        if room_for_titles() >= min(widths[cut], MIN_TITLE_CELLS):
+            break
+        shown.remove(column)
+    widths[cut] = max(len(headers[cut]), min(widths[cut], room_for_titles()))
     lines = []
     for row in grid:
         line = Text()
-        for i, cell in enumerate(row[:-1]):
+        for i in shown[:-1]:
+            cell = row[i]
             if cell.cell_len > widths[i]:
                 cell = cell.copy()
                 cell.truncate(widths[i], overflow="ellipsis")
@@ -126,7 +142,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
                      _status(job["status"]), _percent(job["progress"]),
                      _when(job["createdAt"]), note.strip()])
     headers = ("ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED", "NOTE")
-    console().print(_columns(headers, rows, cut=1))
+    console().print(_columns(headers, rows, cut=1, droppable=(5, 2)))  # CREATED, QUALITY
 
 
 def job_detail(job: dict[str, Any]) -> None:
@@ -299,7 +315,8 @@ def follows_table(follows: list[dict[str, Any]]) -> None:
         [f["id"], f"{f['kind']} {f.get('title') or f['ref']}", _when(f.get("lastCheckAt")),
          _when(f.get("nextCheckAt")), f.get("lastOutcome") or "not checked yet"]
         for f in follows]
-    console().print(_columns(("ID", "WHAT", "LAST CHECK", "NEXT CHECK", "OUTCOME"), rows, cut=1))
+    console().print(_columns(("ID", "WHAT", "LAST CHECK", "NEXT CHECK", "OUTCOME"), rows, cut=1,
+                             droppable=(2,)))
 
 
 def search_table(results: list[dict[str, Any]]) -> None:
