@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import json
 import os
+import pty
+import re
+import select
 import shutil
 import signal
 import socket
@@ -192,6 +195,31 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def at_a_terminal(d: DaemonProcess, columns: int, *args: str) -> list[str]:
+    """What ``tidalq ARGS`` shows on a terminal ``columns`` wide (a pseudo-terminal), its
+    colours taken out."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tidalq", *args], cwd=repo_root(),
+                            env={**d.env, "COLUMNS": str(columns), "LINES": "50"},
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    shown, deadline = b"", time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and select.select([leader], [], [], 1)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the program closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert proc.wait(10) == 0, shown
+    finally:
+        os.close(leader)
+        proc.kill()
+    return re.sub(r"\x1b\[[0-9;]*m", "", shown.decode()).replace("\r", "").splitlines()
 
 
 class FakeProcess:

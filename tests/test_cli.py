@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
-import re
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import DaemonProcess, FakeProcess, repo_root, subprocess_env
+from tests.helpers import DaemonProcess, FakeProcess, at_a_terminal, repo_root, subprocess_env
 
 JOB_KEYS = {"id", "job", "status", "priority", "progress", "createdAt", "startedAt",
             "completedAt", "updatedAt", "nextRetryAt", "attempts", "maxAttempts", "error",
@@ -76,31 +71,6 @@ def test_exit_codes(make_daemon: Any, tmp_path: Path) -> None:
     assert d.cli("retry", check=False).returncode == 2
     d.cli("remove", job_id)
     assert d.cli("show", job_id, check=False).returncode == 1
-
-
-def at_a_terminal(d: DaemonProcess, columns: int, *args: str) -> list[str]:
-    """What ``tidalq ARGS`` shows on a terminal ``columns`` wide (a pseudo-terminal), its
-    colours taken out."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "tidalq", *args], cwd=repo_root(),
-                            env={**d.env, "COLUMNS": str(columns), "LINES": "50"},
-                            stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    shown, deadline = b"", time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline and select.select([leader], [], [], 1)[0]:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the program closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-        assert proc.wait(10) == 0, shown
-    finally:
-        os.close(leader)
-        proc.kill()
-    return re.sub(r"\x1b\[[0-9;]*m", "", shown.decode()).replace("\r", "").splitlines()
 
 
 def test_list_on_an_80_column_terminal_says_what_each_job_is(make_daemon: Any) -> None:

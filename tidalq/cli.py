@@ -303,7 +303,10 @@ def search(app: App, words: tuple[str, ...], limit: int, to_add: str | None,
 @pass_app
 @handles_errors
 def status(app: App, as_json: bool) -> None:
-    """Queue counts, worker state and active jobs with progress."""
+    """Queue counts, worker state and active jobs with progress.
+
+    A job a line; on a narrow terminal its bytes and speed, then its bar, give way to its
+    title."""
     stats = app.client().call("queue.stats")
     if as_json:
         render.as_json(stats)

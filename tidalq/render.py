@@ -241,10 +241,16 @@ def account_line(account: dict[str, Any]) -> str:
     return line
 
 
+ID_CELLS, BAR_CELLS = 27, 12
+
+
 def _active_line(job: dict[str, Any]) -> Table:
-    """One running job on one line: titles are cut to fit, never wrapped."""
+    """One running job on one line: titles are cut to fit, never wrapped. On a terminal
+    too narrow to leave the title :data:`MIN_TITLE_CELLS` (or all it needs), the bytes and
+    speed go first, then the bar (the percentage stays): what runs beats how fast."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table
+    from rich.text import Text
 
     eta = job.get("etaS")
     eta_text = f" ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
@@ -255,13 +261,28 @@ def _active_line(job: dict[str, Any]) -> Table:
         total = f" of {_size(job['bytesTotal'])}" if job.get("bytesTotal") else ""
         speed = f" at {_rate(job['speedBps'])}" if job.get("speedBps") else ""
         size = f" {_size(job['bytesDone'])}{total}{speed}"
+    title = _title(job)
+    figures = f"{_percent(job['progress'])}{tracks}{size}{eta_text}{where}"
+    bar = True
+    wanted = min(Text(title).cell_len, MIN_TITLE_CELLS)
+    for narrower in ("figures", "bar"):
+        room = console().width - ID_CELLS - (BAR_CELLS + 1 if bar else 0) - len(figures) - 2
+        if room >= wanted:
+            break
+        if narrower == "figures":
+            figures = f"{_percent(job['progress'])}{tracks}{eta_text}"
+        else:
+            bar = False
     line = Table.grid(padding=(0, 1), expand=True)
-    line.add_column(width=27, no_wrap=True)
-    line.add_column(width=12, no_wrap=True)
+    line.add_column(width=ID_CELLS, no_wrap=True)
+    if bar:
+        line.add_column(width=BAR_CELLS, no_wrap=True)
     line.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
     line.add_column(no_wrap=True)
-    line.add_row(job["id"], ProgressBar(total=1.0, completed=job["progress"], width=12),
-                 _title(job), f"{_percent(job['progress'])}{tracks}{size}{eta_text}{where}")
+    cells: list[Any] = [job["id"], title, figures]
+    if bar:
+        cells.insert(1, ProgressBar(total=1.0, completed=job["progress"], width=BAR_CELLS))
+    line.add_row(*cells)
     return line
 
 
