@@ -8,7 +8,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.helpers import FakeProcess, free_port
+from rich.text import Text
+
+from tests.helpers import FakeProcess, at_a_terminal, free_port
 from tests.test_account import log_in, wait_job
 from tidalq.testing.catalog import PAGING_ARTIST, PLAYLIST
 
@@ -40,6 +42,17 @@ def test_search_finds_and_adds_through_the_cli(make_daemon: Any) -> None:
     assert done["job"]["albumId"] == 110 and done["completedTracks"] == 3
     both = d.json("search", "artist", "paging", "--add", "1")
     assert [j["job"]["type"] for j in both] == ["artist"]
+
+
+def test_search_on_an_80_column_terminal_cuts_long_names_to_fit(make_daemon: Any) -> None:
+    d = make_daemon()
+    shown = at_a_terminal(d, 80, "search", "Lång")  # album 420: ~300-byte title and artist
+    assert shown[0].split()[:3] == ["#", "TITLE", "ARTIST"], shown
+    row = shown[1]
+    assert row.startswith("1  Lång") and row.endswith("420"), shown
+    assert row.count("…") == 2, "the title and the artist cut, the year, quality and id kept"
+    assert "2024" in row and "LOSSLESS" in row
+    assert Text(row).cell_len <= 80, shown
 
 
 def test_bad_searches_are_refused_clearly(make_daemon: Any) -> None:

@@ -85,14 +85,16 @@ def _percent(progress: float) -> str:
 
 
 MIN_TITLE_CELLS = 24  # what a narrow terminal leaves the titles before columns go
+LAST_COLUMN_CELLS = 12  # kept for the last column (a short one fits; a longer one runs on)
 
 
-def _columns(headers: tuple[str, ...], rows: list[list[str | Text]], cut: int,
+def _columns(headers: tuple[str, ...], rows: list[list[str | Text]], cut: tuple[int, ...],
              droppable: tuple[int, ...] = ()) -> Text:
     """Rows as aligned columns two spaces apart, under bold headers. The last column runs
-    on (a long error or path wraps); column ``cut`` (titles) is cut with … so that the
-    rest fits the terminal. Where the terminal is too narrow to leave the titles
-    :data:`MIN_TITLE_CELLS` (or all they need), the ``droppable`` columns are left out, in
+    on past :data:`LAST_COLUMN_CELLS` (a long error or path wraps); the ``cut`` columns
+    (titles, names) share what the rest leaves of the terminal, each cut with … where it
+    needs more. Where the terminal is too narrow to leave each of them
+    :data:`MIN_TITLE_CELLS` (or all it needs), the ``droppable`` columns are left out, in
     that order, first: a list that says what each job is beats one that says when.
 
     rich's Table does this too, but measures every cell several times: 20-odd ms for 50
@@ -101,32 +103,56 @@ def _columns(headers: tuple[str, ...], rows: list[list[str | Text]], cut: int,
 
     grid = [[Text(h, style="bold") for h in headers],
             *[[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]]
-    widths = [max(row[i].cell_len for row in grid) for i in range(len(headers) - 1)]
+    widths = [max(row[i].cell_len for row in grid) for i in range(len(headers))]
+    shown = _fit(widths, headers, cut, droppable)
+    return Text("\n").join(_line(row, widths, shown) for row in grid)
+
+
+def _fit(widths: list[int], headers: tuple[str, ...], cut: tuple[int, ...],
+         droppable: tuple[int, ...]) -> list[int]:
+    """The columns :func:`_columns` shows; the ``cut`` ones' ``widths`` set to fit."""
+    last = min(widths[-1], LAST_COLUMN_CELLS)
     shown = list(range(len(headers)))
 
     def room_for_titles() -> int:
-        others = sum(widths[i] + 2 for i in shown[:-1] if i != cut) + 2 + len(headers[-1])
-        return console().width - others
+        others = sum(widths[i] + 2 for i in shown[:-1] if i not in cut)
+        return console().width - others - 2 * len(cut) - last
 
+    wanted = sum(min(widths[i], MIN_TITLE_CELLS) for i in cut)
     for column in droppable:
-        if room_for_titles() >= min(widths[cut], MIN_TITLE_CELLS):
+        if room_for_titles() >= wanted:
             break
         shown.remove(column)
-    widths[cut] = max(len(headers[cut]), min(widths[cut], room_for_titles()))
-    lines = []
-    for row in grid:
-        line = Text()
-        for i in shown[:-1]:
-            cell = row[i]
-            if cell.cell_len > widths[i]:
-                cell = cell.copy()
-                cell.truncate(widths[i], overflow="ellipsis")
-            line.append_text(cell)
-            line.append(" " * (widths[i] - cell.cell_len + 2))
-        line.append_text(row[-1])
-        line.rstrip()
-        lines.append(line)
-    return Text("\n").join(lines)
+    for i, share in zip(cut, _share(room_for_titles(), [widths[i] for i in cut]), strict=True):
+        widths[i] = max(len(headers[i]), share)
+    return shown
+
+
+def _line(row: list[Text], widths: list[int], shown: list[int]) -> Text:
+    from rich.text import Text
+
+    line = Text()
+    for i in shown[:-1]:
+        cell = row[i]
+        if cell.cell_len > widths[i]:
+            cell = cell.copy()
+            cell.truncate(widths[i], overflow="ellipsis")
+        line.append_text(cell)
+        line.append(" " * (widths[i] - cell.cell_len + 2))
+    line.append_text(row[-1])
+    line.rstrip()
+    return line
+
+
+def _share(room: int, wants: list[int]) -> list[int]:
+    """``room`` cells shared by columns wanting ``wants``: none gets more than it wants,
+    and what one leaves goes to the others, evenly."""
+    given = [0] * len(wants)
+    by_want = sorted(range(len(wants)), key=wants.__getitem__)
+    for k, i in enumerate(by_want):
+        given[i] = min(wants[i], max(0, room) // (len(by_want) - k))
+        room -= given[i]
+    return given
 
 
 def jobs_table(jobs: list[dict[str, Any]]) -> None:
@@ -142,7 +168,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
                      _status(job["status"]), _percent(job["progress"]),
                      _when(job["createdAt"]), note.strip()])
     headers = ("ID", "WHAT", "QUALITY", "STATUS", "PROGRESS", "CREATED", "NOTE")
-    console().print(_columns(headers, rows, cut=1, droppable=(5, 2)))  # CREATED, QUALITY
+    console().print(_columns(headers, rows, cut=(1,), droppable=(5, 2)))  # CREATED, QUALITY
 
 
 def job_detail(job: dict[str, Any]) -> None:
@@ -189,7 +215,7 @@ def _entries_table(entries: list[dict[str, Any]]) -> Text:
         rows.append([number, str(t.get("title", "")), _status(str(t.get("status", ""))),
                      _percent(float(t.get("progress") or 0)),
                      str(t.get("error") or t.get("path") or t.get("jobId") or "")])
-    return _columns(("#", "TITLE", "STATUS", "PROGRESS", "FILE / ERROR / JOB"), rows, cut=1)
+    return _columns(("#", "TITLE", "STATUS", "PROGRESS", "FILE / ERROR / JOB"), rows, cut=(1,))
 
 
 def status_view(stats: dict[str, Any]) -> Group:
@@ -336,8 +362,8 @@ def follows_table(follows: list[dict[str, Any]]) -> None:
         [f["id"], f"{f['kind']} {f.get('title') or f['ref']}", _when(f.get("lastCheckAt")),
          _when(f.get("nextCheckAt")), f.get("lastOutcome") or "not checked yet"]
         for f in follows]
-    console().print(_columns(("ID", "WHAT", "LAST CHECK", "NEXT CHECK", "OUTCOME"), rows, cut=1,
-                             droppable=(2,)))
+    console().print(_columns(("ID", "WHAT", "LAST CHECK", "NEXT CHECK", "OUTCOME"), rows,
+                             cut=(1,), droppable=(2,)))
 
 
 def search_table(results: list[dict[str, Any]]) -> None:
@@ -351,7 +377,7 @@ def search_table(results: list[dict[str, Any]]) -> None:
          "E" if r.get("explicit") else "", str(r.get("id"))]
         for n, r in enumerate(results, 1)]
     console().print(_columns(("#", "TITLE", "ARTIST", "YEAR", "TRACKS", "QUALITY", "E", "ID"),
-                             rows, cut=1))
+                             rows, cut=(1, 2)))
 
 
 def event_line(event: dict[str, Any]) -> None:
