@@ -272,8 +272,9 @@ ID_CELLS, BAR_CELLS = 27, 12
 
 def _active_line(job: dict[str, Any]) -> Table:
     """One running job on one line: titles are cut to fit, never wrapped. On a terminal
-    too narrow to leave the title :data:`MIN_TITLE_CELLS` (or all it needs), the bytes and
-    speed go first, then the bar (the percentage stays): what runs beats how fast."""
+    too narrow to leave the title :data:`MIN_TITLE_CELLS` (or all it needs), the bytes,
+    speed and daemon go first, then the bar (percentage, tracks and ETA stay): what runs
+    beats how fast."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
@@ -288,17 +289,9 @@ def _active_line(job: dict[str, Any]) -> Table:
         speed = f" at {_rate(job['speedBps'])}" if job.get("speedBps") else ""
         size = f" {_size(job['bytesDone'])}{total}{speed}"
     title = _title(job)
-    figures = f"{_percent(job['progress'])}{tracks}{size}{eta_text}{where}"
-    bar = True
-    wanted = min(Text(title).cell_len, MIN_TITLE_CELLS)
-    for narrower in ("figures", "bar"):
-        room = console().width - ID_CELLS - (BAR_CELLS + 1 if bar else 0) - len(figures) - 2
-        if room >= wanted:
-            break
-        if narrower == "figures":
-            figures = f"{_percent(job['progress'])}{tracks}{eta_text}"
-        else:
-            bar = False
+    percent = f"{_percent(job['progress'])}{tracks}"
+    figures, bar = _what_fits(f"{percent}{size}{eta_text}{where}", f"{percent}{eta_text}",
+                              min(Text(title).cell_len, MIN_TITLE_CELLS))
     line = Table.grid(padding=(0, 1), expand=True)
     line.add_column(width=ID_CELLS, no_wrap=True)
     if bar:
@@ -310,6 +303,16 @@ def _active_line(job: dict[str, Any]) -> Table:
         cells.insert(1, ProgressBar(total=1.0, completed=job["progress"], width=BAR_CELLS))
     line.add_row(*cells)
     return line
+
+
+def _what_fits(figures: str, fewer: str, title_cells: int) -> tuple[str, bool]:
+    """A running job's figures and whether its bar is drawn, so that its title keeps
+    ``title_cells``: all figures and the bar, or ``fewer`` figures, or no bar either."""
+    for shown, bar in ((figures, True), (fewer, True), (fewer, False)):
+        room = console().width - ID_CELLS - (BAR_CELLS + 1 if bar else 0) - len(shown) - 2
+        if room >= title_cells:
+            return shown, bar
+    return fewer, False
 
 
 def _size(n: float) -> str:
