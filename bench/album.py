@@ -113,6 +113,13 @@ def decoders_cpu() -> float:
     return total
 
 
+async def decoders_reaped() -> None:
+    """Until the decoder programs closed have ended (ten seconds at most)."""
+    deadline = time.monotonic() + 10
+    while decoders() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
 @contextlib.contextmanager
 def fake_upstream(cache: Path) -> Iterator[tuple[str, int]]:
     """The fake hifi-api in a process of its own; yields its URL and its pid."""
@@ -169,9 +176,7 @@ async def tidalq_seconds(url: str, tmp: Path, spec: JobSpec) -> tuple[float, flo
         return seconds, cpu
     finally:
         await daemon.shutdown()
-        deadline = time.monotonic() + 10  # its decoders reaped: not counted with curl's
-        while decoders() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await decoders_reaped()  # not counted with curl's
 
 
 async def decoders_only_seconds(url: str, out: Path, track_ids: list[int]
@@ -194,10 +199,8 @@ async def decoders_only_seconds(url: str, out: Path, track_ids: list[int]
         await asyncio.gather(*(lane() for _ in range(4)))
         return time.perf_counter() - began, own_cpu() + decoders_cpu() - cpu_before
     finally:
-        decoder_programs.of_this_loop().close()  # fetch_checked's; reaped before curl's turn
-        deadline = time.monotonic() + 10
-        while decoders() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        decoder_programs.of_this_loop().close()  # fetch_checked's
+        await decoders_reaped()
 
 
 def api_requests(url: str) -> int:

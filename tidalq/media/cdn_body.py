@@ -14,6 +14,7 @@ same server when this one was read to its end.
 from __future__ import annotations
 
 import errno
+import functools
 import http.client
 import os
 import selectors
@@ -46,6 +47,12 @@ class CdnSettings:
     read_timeout_s: float = 30
     user_agent: str = "tidalq"
     allowed: tuple[str, ...] | None = None  # address kinds; None: no check (tests' pipelines)
+
+    @classmethod
+    def of_json(cls, fields: dict[str, Any]) -> CdnSettings:
+        """What :func:`dataclasses.asdict` made, back from JSON (its tuple a list)."""
+        allowed = fields.get("allowed")
+        return cls(**{**fields, "allowed": None if allowed is None else tuple(allowed)})
 
 
 class StartOver(Exception):
@@ -175,13 +182,15 @@ class _Connection(http.client.HTTPConnection):
         self.sock = sock
 
 
-_TLS: list[ssl.SSLContext] = []
-
-
+@functools.cache
 def _tls() -> ssl.SSLContext:
-    if not _TLS:
-        _TLS.append(ssl.create_default_context())
-    return _TLS[0]
+    return ssl.create_default_context()
+
+
+@functools.cache
+def _rules(allowed: tuple[str, ...]) -> AddressRules:
+    """The daemon's address rules, made once per program for the kinds it allows."""
+    return AddressRules(allowed)
 
 
 def _dial(host: str, port: int, settings: CdnSettings) -> socket.socket:
@@ -192,7 +201,7 @@ def _dial(host: str, port: int, settings: CdnSettings) -> socket.socket:
         raise UpstreamUnavailable(f"the CDN's host {host} could not be resolved: "
                                   f"{exc.strerror}") from exc
     if settings.allowed is not None:
-        rules = AddressRules(settings.allowed)
+        rules = _rules(settings.allowed)
         for *_, sockaddr in found:
             address = address_of(str(sockaddr[0]))
             if address is not None:
@@ -300,5 +309,5 @@ def _checked_origin(url: str, settings: CdnSettings) -> tuple[str, str, int]:
         raise ManifestError(f"the CDN URL names no valid host and port: "
                             f"{url.split('?')[0]}") from exc
     if settings.allowed is not None:
-        AddressRules(settings.allowed).check_host(host, url)
+        _rules(settings.allowed).check_host(host, url)
     return parts.scheme, host, port

@@ -244,7 +244,7 @@ class _Progress:
 def fetch_and_check(flac: _Libflac, connections: Connections, request: dict[str, Any],
                     tags: list[Block], say: Callable[[str], None]) -> str:
     """Fetch, write and decode one file; returns the verdict line."""
-    body = CdnBody(request["url"], CdnSettings(**request["cdn"]), connections)
+    body = CdnBody(request["url"], CdnSettings.of_json(request["cdn"]), connections)
     head = FlacHead(tags)
     progress = _Progress(lambda n: say(f"p {n} {body.total or -1}"))
     try:
